@@ -1,0 +1,73 @@
+"""One run's directory: an exclusive lock, a status file, and the checkpoint to resume from.
+
+status.json is the run's record for the sweep summary: running, completed or failed (with the reason)."""
+import fcntl
+import json
+import os
+import secrets
+from pathlib import Path
+
+from deepres.atomic import atomic_write_text
+from deepres.checkpointing import FINAL, LAST
+from deepres.errors import UserError
+
+STATUS = "status.json"
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.checkpoints = self.path / "checkpoints"
+        self._lock_file = None
+
+    def lock(self) -> None:
+        """Hold the directory for this process; a second run on the same directory is refused, not interleaved."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(f"cannot write the run directory {self.path}: {err.strerror}. Choose a writable location "
+                            "with hydra.run.dir=... (or hydra.sweep.dir=... for a sweep).") from None
+        self._lock_file = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            owner = self._lock_file.read().strip() or "another process"
+            raise UserError(f"the run directory {self.path} is in use by {owner}; wait for it to finish, or run "
+                            "with another hydra.run.dir / hydra.sweep.dir.") from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"pid {os.getpid()}\n")
+        self._lock_file.flush()
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    def status(self) -> dict:
+        try:
+            return json.loads((self.path / STATUS).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    def write_status(self, **fields) -> dict:
+        status = {**self.status(), **fields}
+        atomic_write_text(self.path / STATUS, json.dumps(status, indent=1, sort_keys=True) + "\n")
+        return status
+
+    def resume_checkpoint(self) -> Path | None:
+        for name in (FINAL, LAST):
+            if (self.checkpoints / name).is_file():
+                return self.checkpoints / name
+        return None
+
+    def wandb_id(self) -> str:
+        """A W&B run id kept with the run, so a resumed run continues the same W&B run."""
+        path = self.path / ".wandb_id"
+        if not path.is_file():
+            atomic_write_text(path, secrets.token_hex(6))
+        return path.read_text().strip()

@@ -1,0 +1,51 @@
+"""The paper's learning-rate schedule, counted in iterations, with the warm-up of the 110-layer net.
+
+lr = base lr, divided by `gamma` at each milestone. A milestone below 1 is a fraction of the run's max steps
+(0.5 and 0.75 are the paper's 32k and 48k of 64k, and stay in proportion when a run is shortened); a whole number
+is an iteration. Nets of at least `warmup_from_depth` layers start at `warmup_lr` until the training error first
+falls below `warmup_until_error` percent (about 400 iterations in the paper), or `warmup_max_steps` pass."""
+from collections.abc import Sequence
+
+from deepres.errors import UserError
+
+
+def milestone_steps(milestones: Sequence[float], max_steps: int) -> list[int]:
+    """Milestones as iteration counts. A fraction always lies inside the run; a whole iteration that does not
+    (a milestone at or beyond trainer.max_steps) is a user error, as is a milestone list out of order."""
+    fractions_ok = all(0 < m < 1 or (m >= 1 and m == int(m) and m < max_steps) for m in milestones)
+    steps = [int(m * max_steps) if m < 1 else int(m) for m in milestones]
+    if not fractions_ok or steps != sorted(steps):
+        raise UserError(
+            f"schedule.milestones={list(milestones)} with trainer.max_steps={max_steps}: each milestone must be a "
+            f"fraction in (0, 1) of the run or a whole iteration in [1, {max_steps - 1}], in increasing order "
+            "(the paper's: [0.5, 0.75], i.e. 32k and 48k of 64k).")
+    return steps
+
+
+class IterationSchedule:
+    """Learning rate as a function of the iteration and of whether the warm-up has ended."""
+
+    def __init__(self, lr: float, milestones: Sequence[float], gamma: float, max_steps: int, depth: int,
+                 warmup_from_depth: int | None = 110, warmup_lr: float = 0.01, warmup_until_error: float = 80.0,
+                 warmup_max_steps: int = 2000):
+        self.lr_base, self.gamma = lr, gamma
+        self.milestones = milestone_steps(milestones, max_steps)
+        self.warmup_lr, self.warmup_until_error, self.warmup_max_steps = warmup_lr, warmup_until_error, warmup_max_steps
+        warms_up = warmup_from_depth is not None and depth >= warmup_from_depth
+        self.warmup_end: int | None = None if warms_up else 0
+
+    def lr(self, step: int) -> float:
+        if self.warmup_end is None and step < self.warmup_max_steps:
+            return self.warmup_lr
+        return self.lr_base * self.gamma ** sum(step >= m for m in self.milestones)
+
+    def observe_train_error(self, step: int, error: float) -> None:
+        """End the warm-up once the training error (percent) falls below the threshold."""
+        if self.warmup_end is None and (error < self.warmup_until_error or step >= self.warmup_max_steps):
+            self.warmup_end = step
+
+    def state_dict(self) -> dict:
+        return {"warmup_end": self.warmup_end}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.warmup_end = state["warmup_end"]

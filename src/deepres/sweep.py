@@ -1,0 +1,62 @@
+"""The sweep summary: one row per job (overrides, final errors, steps, wall time, status), written at the sweep root
+as summary.csv and summary.md when a multirun ends. Built from each job's status.json, so it also summarises a
+sweep whose jobs ran elsewhere (SLURM) or crashed."""
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from deepres.atomic import atomic_write_text
+from deepres.run_dir import STATUS
+
+log = logging.getLogger("deepres")
+COLUMNS = ["job", "name", "overrides", "status", "steps", "train/error", "test/error", "val/error", "wall_time_s",
+           "reason"]
+
+
+def collect(sweep_dir: str | Path) -> list[dict]:
+    """One row per job directory that holds a status.json."""
+    rows = []
+    for path in sorted(Path(sweep_dir).rglob(STATUS)):
+        try:
+            status = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            status = {"status": "failed", "reason": f"unreadable {path}"}
+        rows.append({"job": str(path.parent.relative_to(sweep_dir)), **{k: status.get(k, "") for k in COLUMNS[1:]}})
+    return rows
+
+
+def _cell(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def write_summary(sweep_dir: str | Path) -> list[dict]:
+    rows = collect(sweep_dir)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(Path(sweep_dir) / "summary.csv", out.getvalue())
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(r[c]).replace("|", "/") for c in COLUMNS) + " |" for r in rows]
+    atomic_write_text(Path(sweep_dir) / "summary.md", "\n".join(lines) + "\n")
+    return rows
+
+
+class SweepSummary(Callback):
+    """Writes the summary when a multirun ends; exits 1 if any job did not complete."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        rows = write_summary(sweep_dir)
+        failed = [r for r in rows if r["status"] != "completed"]
+        log.info(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)} of {len(rows)} completed)")
+        if failed:
+            for r in failed:
+                print(f"job {r['job']} {r['status']}: {r['reason']}", file=sys.stderr)
+            sys.exit(1)

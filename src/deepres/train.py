@@ -1,0 +1,108 @@
+"""train(cfg): build the DataModule, net, LightningModule, loggers and Trainer from the config, fit, evaluate,
+record the run. run_job(cfg) adds what a Hydra job needs: user errors as one message, failures recorded."""
+import logging
+import sys
+import time
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+
+from deepres.callbacks import StepProgressBar
+from deepres.checkpointing import AtomicCheckpointIO, RunCheckpoints
+from deepres.config import is_multirun
+from deepres.errors import EXIT_USER_ERROR, UserError
+from deepres.metrics_csv import MetricsCSVLogger
+from deepres.run_dir import RunDir
+from deepres.task import Classifier
+from deepres.validate import validate
+
+log = logging.getLogger("deepres")
+
+
+def _build_loggers(cfg: DictConfig, run: RunDir) -> list:
+    loggers = [MetricsCSVLogger(run.path)]
+    if cfg.get("logger"):
+        extra = {"id": run.wandb_id()} if "Wandb" in cfg.logger._target_ else {}
+        loggers.append(instantiate(cfg.logger, **extra))
+    return loggers
+
+
+def _final_metrics(csv_logger: MetricsCSVLogger) -> dict:
+    last = {}
+    for step in sorted(csv_logger.rows):
+        last.update(csv_logger.rows[step])
+    return {k: last[k] for k in ("train/loss", "train/error", "test/loss", "test/error", "val/error") if k in last}
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit one run in the Hydra output directory, resuming from its checkpoint if it has one."""
+    hydra_cfg = HydraConfig.get()
+    run = RunDir(hydra_cfg.runtime.output_dir)
+    run.lock()
+    try:
+        if run.status().get("status") == "completed":
+            log.info(f"{run.path} already finished; delete it to train again")
+            return run.status()
+        validate(cfg)
+        Console(stderr=True).print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml"))
+        return _fit(cfg, run, " ".join(hydra_cfg.overrides.task))
+    except Exception as err:
+        if run.status():
+            run.write_status(status="failed", reason=f"{type(err).__name__}: {err}")
+        raise
+    finally:
+        run.unlock()
+        _finish_wandb()
+
+
+def _fit(cfg: DictConfig, run: RunDir, overrides: str) -> dict:
+    started = time.time()
+    previous_wall = run.status().get("wall_time_s", 0.0)
+    run.write_status(status="running", name=cfg.name, overrides=overrides, reason="")
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = instantiate(cfg.data)
+    net = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    schedule = instantiate(cfg.schedule, max_steps=cfg.trainer.max_steps, depth=cfg.model.depth)
+    module = Classifier(net, instantiate(cfg.optimizer), schedule, datamodule.eval_names)
+    loggers = _build_loggers(cfg, run)
+    checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
+    trainer = instantiate(cfg.trainer, callbacks=[checkpoints, StepProgressBar()], logger=loggers,
+                          plugins=[AtomicCheckpointIO()], default_root_dir=str(run.path))
+    for logger in loggers[1:]:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    trainer.fit(module, datamodule, ckpt_path=run.resume_checkpoint())
+    if trainer.global_step % trainer.val_check_batch:
+        trainer.validate(module, datamodule, verbose=False)
+    checkpoints.save_final(trainer)
+    loggers[0].save()
+    return run.write_status(status="completed", steps=trainer.global_step, **_final_metrics(loggers[0]),
+                            wall_time_s=round(previous_wall + time.time() - started, 1))
+
+
+def _finish_wandb() -> None:
+    """Close this job's W&B run, so that the next job of a sweep (same process) starts its own."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
+
+
+def run_job(cfg: DictConfig) -> dict | None:
+    """The Hydra task: a single run exits 2 on a user error; a sweep job records its failure and lets the sweep go
+    on (the summary marks it, and the sweep's exit status says a job failed)."""
+    try:
+        return train(cfg)
+    except UserError as err:
+        if is_multirun():
+            log.error(f"job failed: {err}")
+            return None
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except Exception:
+        if is_multirun():
+            log.exception("job failed")
+            return None
+        raise

@@ -1,0 +1,21 @@
+"""Train a net of the paper, or sweep many with -m:
+
+    python src/train.py model.depth=56 model.residual=false
+    python src/train.py -m model.depth=20,32,44,56 model.residual=true,false
+"""
+import hydra
+from omegaconf import DictConfig
+
+from deepres.config import register_resolvers
+from deepres.train import run_job
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> dict | None:
+    return run_job(cfg)
+
+
+if __name__ == "__main__":
+    main()
