@@ -1,12 +1,14 @@
 """Checkpoints that survive a kill at any moment: last.ckpt every N iterations, final.ckpt at the end.
 
-last.ckpt is written at the start of an iteration, after the previous iteration's evaluation, so it holds
-everything logged up to that point; the metric rows travel inside it (see metrics_csv.py)."""
+last.ckpt is written where Lightning's own loop can resume from exactly: after the iteration, or, at an iteration
+that is also evaluated, after the evaluation (so its rows are in the checkpoint and it is not run twice). The metric
+rows travel inside each checkpoint (see metrics_csv.py)."""
 from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 
 from deepres.atomic import atomic_write
 from deepres.metrics_csv import MetricsCSVLogger
@@ -30,13 +32,23 @@ class RunCheckpoints(Callback):
     def _metrics_loggers(trainer) -> list[MetricsCSVLogger]:
         return [lg for lg in trainer.loggers if isinstance(lg, MetricsCSVLogger)]
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+    def _due(self, trainer) -> bool:
         step = trainer.global_step
-        if step and step % self.every_n_steps == 0 and step != self._saved_at:
-            trainer.save_checkpoint(self.dirpath / LAST)
-            self._saved_at = step
-            for logger in self._metrics_loggers(trainer):
-                logger.save()
+        return step % self.every_n_steps == 0 and step != self._saved_at
+
+    def _save_last(self, trainer) -> None:
+        trainer.save_checkpoint(self.dirpath / LAST)
+        self._saved_at = trainer.global_step
+        for logger in self._metrics_loggers(trainer):
+            logger.save()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self._due(trainer) and trainer.global_step % trainer.val_check_batch:
+            self._save_last(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and self._due(trainer):
+            self._save_last(trainer)
 
     def save_final(self, trainer) -> None:
         trainer.save_checkpoint(self.dirpath / FINAL)

@@ -70,7 +70,8 @@ def _fit(cfg: DictConfig, run: RunDir, overrides: str) -> dict:
     module = Classifier(net, instantiate(cfg.optimizer), schedule, datamodule.eval_names)
     loggers = _build_loggers(cfg, run)
     checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
-    trainer = instantiate(cfg.trainer, callbacks=[checkpoints, StepProgressBar()], logger=loggers,
+    callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
                           plugins=[AtomicCheckpointIO()], default_root_dir=str(run.path))
     for logger in loggers[1:]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

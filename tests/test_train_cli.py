@@ -1,0 +1,93 @@
+"""src/train.py run for real, as users run it: one run, re-runs, kill -9 and resume, seeds."""
+import signal
+import subprocess
+import time
+
+import torch
+
+from conftest import FAST, ROOT, run_train, train_cmd
+from deepres.metrics_csv import read_rows
+
+
+def test_single_run_writes_metrics_checkpoints_and_status(cifar10_root, tmp_path):
+    run = tmp_path / "run"
+    proc = run_train(*FAST, "trainer.max_steps=30", f"data.root={cifar10_root}", f"hydra.run.dir={run}")
+    assert "depth: 8" in proc.stderr  # the composed config is printed at start
+    rows = read_rows(run / "metrics.csv")
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "step" and {"train/loss", "train/error", "test/loss", "test/error", "lr"} <= set(header)
+    assert [r["step"] for r in rows if "train/loss" in r] == [5, 10, 15, 20, 25, 30]
+    assert [r["step"] for r in rows if "test/error" in r] == [10, 20, 30]
+    assert all(0 <= r["train/error"] <= 100 for r in rows if "train/error" in r)
+    assert rows[0]["lr"] == 0.1 and rows[-1]["lr"] == 0.1 * 0.1 ** 2  # /10 at 15 and 22 of 30 iterations
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"last.ckpt", "final.ckpt"}
+    status = __import__("json").loads((run / "status.json").read_text())
+    assert status["status"] == "completed" and status["steps"] == 30 and status["test/error"] == rows[-1]["test/error"]
+
+
+def test_val_split_logs_val_and_test(cifar10_root, tmp_path):
+    run_train(*FAST, "trainer.max_steps=10", "data.val_size=256", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
+    last = read_rows(tmp_path / "metrics.csv")[-1]
+    assert {"val/loss", "val/error", "test/loss", "test/error"} <= set(last)
+
+
+def test_rerunning_a_finished_run_changes_nothing(cifar10_root, tmp_path):
+    args = (*FAST, "trainer.max_steps=10", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
+    run_train(*args)
+    before = (tmp_path / "metrics.csv").read_bytes(), (tmp_path / "checkpoints" / "final.ckpt").stat().st_mtime
+    proc = run_train(*args)
+    assert "already finished" in proc.stderr + proc.stdout
+    assert before == ((tmp_path / "metrics.csv").read_bytes(), (tmp_path / "checkpoints" / "final.ckpt").stat().st_mtime)
+
+
+def test_seed_makes_a_cpu_run_repeatable(cifar10_root, tmp_path):
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        run_train(*FAST, "trainer.max_steps=10", f"seed={seed}", f"data.root={cifar10_root}",
+                  f"hydra.run.dir={tmp_path / name}")
+    csv = {name: (tmp_path / name / "metrics.csv").read_text() for name in "abc"}
+    assert csv["a"] == csv["b"] != csv["c"]
+
+
+def final_weights(run) -> dict:
+    return torch.load(run / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_kill_9_and_resume_ends_like_an_uninterrupted_run(cifar10_root, tmp_path):
+    args = [*FAST, "trainer.max_steps=80", "checkpoint.every_n_steps=20", f"data.root={cifar10_root}"]
+    run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(*args, f"hydra.run.dir={killed}"), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "final.ckpt").exists(), "the run finished before it could be killed"
+    run_train(*args, f"hydra.run.dir={killed}")
+    assert (killed / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
+    whole, resumed = final_weights(tmp_path / "whole"), final_weights(killed)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_busy_run_directory_is_refused(cifar10_root, tmp_path):
+    from deepres.run_dir import RunDir
+
+    holder = RunDir(tmp_path)
+    holder.lock()
+    proc = run_train(*FAST, "trainer.max_steps=5", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}",
+                     check=False)
+    holder.unlock()
+    assert proc.returncode == 2 and "in use by pid" in proc.stderr
+
+
+def test_bad_depth_is_one_clear_line_and_exit_2(cifar10_root, tmp_path):
+    proc = run_train("model.depth=21", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert "model.depth=21" in proc.stderr and "20, 32, 44, 56, 110, 1202" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) <= 3
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    proc = run_train(*FAST, f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2 and "cifar-10-batches-py" in proc.stderr and "Traceback" not in proc.stderr
