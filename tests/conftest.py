@@ -4,7 +4,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cifar_factory import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 from cifar_factory import write_cifar10, write_cifar100
+
 from deepres.data import cifar_files
 from deepres.data.cifar import CifarDataModule
 from deepres.data.cifar_files import read_split

@@ -33,9 +33,11 @@ def test_warmup_only_for_deep_nets_and_ends_below_80_percent():
     assert paper(depth=56).lr(0) == 0.1
     s = paper(depth=110)
     assert s.lr(0) == 0.01
-    s.observe_train_error(300, 85.0)
+    s.observe(300, {"train/error": 85.0})
     assert s.lr(350) == 0.01
-    s.observe_train_error(400, 79.0)
+    s.observe(400, {"test/error": 10.0})
+    assert s.lr(350) == 0.01
+    s.observe(400, {"train/error": 79.0})
     assert s.lr(401) == 0.1 and s.warmup_end == 400
     restored = paper(depth=110)
     restored.load_state_dict(s.state_dict())
@@ -44,5 +46,5 @@ def test_warmup_only_for_deep_nets_and_ends_below_80_percent():
 
 def test_warmup_is_bounded():
     s = paper(depth=110, warmup_max_steps=500)
-    s.observe_train_error(450, 90.0)
+    s.observe(450, {"train/error": 90.0})
     assert s.lr(450) == 0.01 and s.lr(500) == 0.1

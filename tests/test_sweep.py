@@ -2,8 +2,9 @@
 import csv
 
 from conftest import FAST, run_train
-from deepres.metrics_csv import read_rows
 from wandb_records import summarize
+
+from deepres.metrics_csv import read_rows
 
 
 def test_2x2_multirun_writes_one_directory_per_job_and_a_summary(cifar10_root, tmp_path):

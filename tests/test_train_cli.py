@@ -4,8 +4,8 @@ import subprocess
 import time
 
 import torch
-
 from conftest import FAST, ROOT, run_train, train_cmd
+
 from deepres.metrics_csv import read_rows
 
 
@@ -34,10 +34,13 @@ def test_val_split_logs_val_and_test(cifar10_root, tmp_path):
 def test_rerunning_a_finished_run_changes_nothing(cifar10_root, tmp_path):
     args = (*FAST, "trainer.max_steps=10", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
     run_train(*args)
-    before = (tmp_path / "metrics.csv").read_bytes(), (tmp_path / "checkpoints" / "final.ckpt").stat().st_mtime
+    def snapshot():
+        return (tmp_path / "metrics.csv").read_bytes(), (tmp_path / "checkpoints" / "final.ckpt").stat().st_mtime
+
+    before = snapshot()
     proc = run_train(*args)
     assert "already finished" in proc.stderr + proc.stdout
-    assert before == ((tmp_path / "metrics.csv").read_bytes(), (tmp_path / "checkpoints" / "final.ckpt").stat().st_mtime)
+    assert snapshot() == before
 
 
 def test_seed_makes_a_cpu_run_repeatable(cifar10_root, tmp_path):

@@ -45,5 +45,6 @@ def summarize(path: Path) -> dict:
         if kind == "run":
             out.update(name=rec.run.display_name, group=rec.run.run_group, tags=list(rec.run.tags))
         elif kind == "history":
-            out["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item})
+            items = rec.history.item
+            out["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in items})
     return out

@@ -39,9 +39,12 @@ class IterationSchedule:
             return self.warmup_lr
         return self.lr_base * self.gamma ** sum(step >= m for m in self.milestones)
 
-    def observe_train_error(self, step: int, error: float) -> None:
-        """End the warm-up once the training error (percent) falls below the threshold."""
-        if self.warmup_end is None and (error < self.warmup_until_error or step >= self.warmup_max_steps):
+    def observe(self, step: int, row: dict[str, float]) -> None:
+        """Every logged row (training or evaluation) passes here: the warm-up ends once the training error
+        (percent) falls below the threshold."""
+        error = row.get("train/error")
+        if self.warmup_end is None and error is not None and (
+                error < self.warmup_until_error or step >= self.warmup_max_steps):
             self.warmup_end = step
 
     def state_dict(self) -> dict:

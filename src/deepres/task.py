@@ -37,6 +37,7 @@ class Classifier(L.LightningModule):
         return {f"{prefix}/loss": loss / seen, f"{prefix}/error": 100.0 * wrong / seen}
 
     def _log_row(self, row: dict[str, float]) -> None:
+        self.schedule.observe(self.global_step, row)
         for logger in self.loggers:
             logger.log_metrics(row, step=self.global_step)
 
@@ -46,7 +47,6 @@ class Classifier(L.LightningModule):
         row = self._as_metrics("train", self.train_sums)
         row["lr"] = self.schedule.lr(step - 1)
         self.train_sums.zero_()
-        self.schedule.observe_train_error(step, row["train/error"])
         self._log_row(row)
         return row
 

@@ -3,8 +3,8 @@
 A plain net is the residual net with the shortcut addition switched off (`residual=False`); it then has no
 shortcut modules, as in the paper's plain baselines."""
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from deepres.errors import UserError
 
