@@ -26,7 +26,8 @@ def test_single_run_writes_metrics_checkpoints_and_status(cifar10_root, tmp_path
 
 
 def test_val_split_logs_val_and_test(cifar10_root, tmp_path):
-    run_train(*FAST, "trainer.max_steps=10", "data.val_size=256", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
+    run_train(*FAST, "trainer.max_steps=10", "data.val_size=256", f"data.root={cifar10_root}",
+              f"hydra.run.dir={tmp_path}")
     last = read_rows(tmp_path / "metrics.csv")[-1]
     assert {"val/loss", "val/error", "test/loss", "test/error"} <= set(last)
 
