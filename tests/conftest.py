@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cifar_factory import write_cifar10
+
+from deepres.data.fake_cifar import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[1]
 # Small, fast runs: a 8-layer net, small batches, frequent rows, evaluation and checkpoints.
@@ -31,3 +32,16 @@ def run_train(*overrides: str, cwd: Path | None = None, check: bool = True, time
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py {' '.join(overrides)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory) -> Path:
+    """`make smoke-fig6` for real: the Fig. 6 sweep (9 nets, 4 iterations each) on generated data, then the Fig. 1,
+    Fig. 6, Table 6 and Fig. 7 reports; shared by the report and notebook tests."""
+    sweep = tmp_path_factory.mktemp("smoke-fig6")
+    # -o: never (re)install from inside the tests; PY: the interpreter running them
+    proc = subprocess.run(["make", "-o", ".venv/.installed", "smoke-fig6", f"SMOKE_DIR={sweep}",
+                           f"PY={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise AssertionError(f"make smoke-fig6 exited {proc.returncode}:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
+    return sweep

@@ -8,11 +8,11 @@ import threading
 import numpy as np
 import pytest
 import torch
-from cifar_factory import write_cifar10, write_cifar100
 
 from deepres.data import cifar_files
 from deepres.data.cifar import CifarDataModule
 from deepres.data.cifar_files import read_split
+from deepres.data.fake_cifar import write_cifar10, write_cifar100
 from deepres.errors import UserError
 
 

@@ -1,7 +1,10 @@
-"""Small CIFAR-10/100 folders in the official python layout, with a learnable cue, for tests.
+"""Small CIFAR-10/100 folders in the official python layout, with a learnable cue, for tests and smoke runs:
+
+    python -m deepres.data.fake_cifar DIR [--per-batch 256 --test 320]    writes DIR/cifar-10-batches-py
 
 Written as Python 2 pickles, like the official files: strings as BINSTRING opcodes (bytes that unpickle to str
 only with encoding="latin1"), arrays reduced through numpy.core.multiarray."""
+import argparse
 import pickle
 from pathlib import Path
 
@@ -71,3 +74,12 @@ def write_cifar100(root: Path, train: int = 500, test: int = 100, seed: int = 0)
     for name, n in (("train", train), ("test", test)):
         py2_dump(_batch(rng, n, 100, "fine_labels"), out / name)
     return Path(root)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Write a small generated CIFAR-10 in the official python layout.")
+    parser.add_argument("root", type=Path, help="the data.root to write (DIR/cifar-10-batches-py)")
+    parser.add_argument("--per-batch", type=int, default=256, help="images in each of the 5 training batches")
+    parser.add_argument("--test", type=int, default=320, help="test images")
+    args = parser.parse_args()
+    print(write_cifar10(args.root, args.per_batch, args.test))

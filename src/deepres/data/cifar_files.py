@@ -1,0 +1,89 @@
+"""Reading CIFAR-10/100 in the official python layout, and fetching the official archive.
+
+The readers check shapes and labels instead of file checksums: the batches may be re-encoded copies (see
+../shared/data), so only the downloaded archive's published md5 is verified."""
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepres.errors import UserError
+
+
+@dataclass(frozen=True)
+class CifarLayout:
+    folder: str
+    train_files: tuple[str, ...]
+    test_file: str
+    label_key: str
+    num_classes: int
+    url: str
+    archive_md5: str
+
+
+LAYOUTS = {
+    "cifar10": CifarLayout(
+        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "labels", 10,
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": CifarLayout(
+        "cifar-100-python", ("train",), "test", "fine_labels", 100,
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+}
+
+
+def layout(name: str) -> CifarLayout:
+    if name not in LAYOUTS:
+        raise UserError(f"data.name={name!r} is not a CIFAR data set; valid: {', '.join(LAYOUTS)}.")
+    return LAYOUTS[name]
+
+
+def how_to_get(name: str, root: Path) -> str:
+    spec = layout(name)
+    return (f"Get it with data.download=true (fetches {spec.url}), or unpack that archive so that "
+            f"{root / spec.folder} holds {', '.join(spec.train_files + (spec.test_file,))}; for the CIFAR-10 copy "
+            f"shipped with the project run: python ../shared/data/make_cifar10.py {root}.")
+
+
+def download(name: str, root: Path) -> None:
+    """Fetch and unpack the official archive into root, checking the archive's published md5."""
+    from torchvision.datasets.utils import download_and_extract_archive
+
+    spec = layout(name)
+    if (root / spec.folder).is_dir():
+        return
+    try:
+        download_and_extract_archive(spec.url, str(root), md5=spec.archive_md5)
+    except (OSError, RuntimeError) as err:
+        raise UserError(f"could not download {name} from {spec.url} into {root}: {err}. {how_to_get(name, root)}")
+
+
+def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        data = np.asarray(batch["data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated pickles raise EOFError, UnpicklingError, ValueError, KeyError ...
+        raise UserError(f"{path} is not a readable CIFAR batch ({type(err).__name__}: {err}); the file is corrupt or "
+                        "truncated: delete it and unpack the archive again.") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise UserError(f"{path} holds data of shape {data.shape} with {len(labels)} labels; a CIFAR batch holds "
+                        "N x 3072 uint8 rows (1024 R, 1024 G, 1024 B) and N labels.")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(f"{path} has labels in [{labels.min()}, {labels.max()}]; valid labels are 0..{num_classes - 1}.")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def read_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of the training or the test split."""
+    spec = layout(name)
+    folder = Path(root) / spec.folder
+    files = spec.train_files if train else (spec.test_file,)
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise UserError(f"{name} not found: looked for {', '.join(missing)} in {folder}. {how_to_get(name, Path(root))}")
+    parts = [_load_batch(folder / f, spec.label_key, spec.num_classes) for f in files]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -1,0 +1,92 @@
+"""Batch-wise augmentation on the device that holds the data: pad, random crop, horizontal flip.
+
+Every draw comes from a generator seeded by (seed, step), so batch k is the same whether a run is resumed or not,
+and no per-image Python runs: one gather per batch."""
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+TRAIN_AUGMENT, TRAIN_ORDER = 0, 1
+
+
+def generator(device: torch.device, *key: int) -> torch.Generator:
+    """A generator on `device` whose state is a pure function of the integer key."""
+    seed = int(np.random.SeedSequence([abs(k) for k in key]).generate_state(1, dtype=np.uint64)[0]) >> 1
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Zero-pad each image by `padding`, take a random crop of the original size, mirror it with probability 1/2.
+
+    Drawn independently per image, like torchvision's RandomCrop(size, padding) + RandomHorizontalFlip."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=gen, device=x.device)
+    rows = offsets[:, :1] + torch.arange(h, device=x.device)
+    cols = offsets[:, 1:] + torch.arange(w, device=x.device)
+    if flip:
+        mirrored = torch.rand(b, generator=gen, device=x.device) < 0.5
+        cols = torch.where(mirrored[:, None], cols.flip(1), cols)
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    channel = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+class TrainStream:
+    """An endless stream of augmented training batches, epoch after epoch, dropping each epoch's last partial batch.
+
+    Iteration starts at `start_step()` (the Trainer's global step), so a resumed run sees the batches it would have
+    seen without the interruption.
+
+    `batch_size` is the global batch. Under data parallelism, `shard` = (rank, world size): every process draws the
+    same global batch (order and augmentation) and keeps its contiguous 1/world-size slice, so the images a run
+    trains on do not depend on the number of processes."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor],
+                 batch_size: int, padding: int, flip: bool, seed: int, start_step: Callable[[], int],
+                 shard: tuple[int, int] = (0, 1)):
+        self.images, self.labels, self.normalize = images, labels, normalize
+        self.batch_size, self.padding, self.flip, self.seed = batch_size, padding, flip, seed
+        self.start_step = start_step
+        rank, world_size = shard
+        per_rank = batch_size // world_size
+        self.slice = slice(rank * per_rank, (rank + 1) * per_rank)
+        self.batches_per_epoch = len(images) // batch_size
+        self._epoch, self._order = -1, None
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            gen = generator(torch.device("cpu"), self.seed, TRAIN_ORDER, epoch)
+            self._epoch, self._order = epoch, torch.randperm(len(self.images), generator=gen).to(self.images.device)
+        return self._order
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(step, self.batches_per_epoch)
+        index = self.order(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
+        x = self.normalize(self.images[index])
+        gen = generator(self.images.device, self.seed, TRAIN_AUGMENT, step)
+        return random_crop_flip(x, self.padding, self.flip, gen)[self.slice], self.labels[index][self.slice]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        step = self.start_step()
+        while True:
+            yield self.batch(step)
+            step += 1
+
+
+class EvalStream:
+    """The evaluation images in order, normalised, unaugmented (the paper tests on the original image only)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor],
+                 batch_size: int):
+        self.images, self.labels, self.normalize, self.batch_size = images, labels, normalize, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.images) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.images), self.batch_size):
+            end = start + self.batch_size
+            yield self.normalize(self.images[start:end]), self.labels[start:end]
