@@ -55,7 +55,8 @@ def download(name: str, root: Path) -> None:
     try:
         download_and_extract_archive(spec.url, str(root), md5=spec.archive_md5)
     except (OSError, RuntimeError) as err:
-        raise UserError(f"could not download {name} from {spec.url} into {root}: {err}. {how_to_get(name, root)}")
+        raise UserError(f"could not download {name} from {spec.url} into {root}: {err}. "
+                        f"{how_to_get(name, root)}") from None
 
 
 def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +74,8 @@ def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
         raise UserError(f"{path} holds data of shape {data.shape} with {len(labels)} labels; a CIFAR batch holds "
                         "N x 3072 uint8 rows (1024 R, 1024 G, 1024 B) and N labels.")
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise UserError(f"{path} has labels in [{labels.min()}, {labels.max()}]; valid labels are 0..{num_classes - 1}.")
+        raise UserError(f"{path} has labels in [{labels.min()}, {labels.max()}]; valid labels are "
+                        f"0..{num_classes - 1}.")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -84,6 +86,7 @@ def read_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarr
     files = spec.train_files if train else (spec.test_file,)
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
-        raise UserError(f"{name} not found: looked for {', '.join(missing)} in {folder}. {how_to_get(name, Path(root))}")
+        raise UserError(f"{name} not found: looked for {', '.join(missing)} in {folder}. "
+                        f"{how_to_get(name, Path(root))}")
     parts = [_load_batch(folder / f, spec.label_key, spec.num_classes) for f in files]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
