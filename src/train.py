@@ -6,6 +6,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from deepres.cli import run_cli
 from deepres.config import register_resolvers
 from deepres.train import run_job
 
@@ -18,4 +19,4 @@ def main(cfg: DictConfig) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -6,12 +6,16 @@ from wandb_records import summarize
 
 from deepres.metrics_csv import read_rows
 
+SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]
+
 
 def test_2x2_multirun_writes_one_directory_per_job_and_a_summary(cifar10_root, tmp_path):
-    run_train("-m", "model.depth=8,14", "model.residual=true,false", *FAST, "trainer.max_steps=10",
+    run_train("-m", "model.depth=8,14", "model.residual=true,false", *SWEEP_FAST, "trainer.max_steps=10",
               f"data.root={cifar10_root}", f"hydra.sweep.dir={tmp_path}")
-    jobs = sorted(p.parent.name for p in tmp_path.glob("*/metrics.csv"))
-    assert jobs == [f"model.depth={d},model.residual={r}" for d in (14, 8) for r in ("false", "true")]
+    jobs = [p.parent.name for p in tmp_path.glob("*/metrics.csv")]
+    for depth in (8, 14):
+        for residual in ("True", "False"):
+            assert sum(f"model.depth={depth},model.residual={residual}" in job for job in jobs) == 1
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
     assert {r["name"] for r in rows} == {"resnet-8", "plain-8", "resnet-14", "plain-14"}
@@ -19,11 +23,11 @@ def test_2x2_multirun_writes_one_directory_per_job_and_a_summary(cifar10_root, t
         last_test = [m for m in read_rows(tmp_path / r["job"] / "metrics.csv") if "test/error" in m][-1]
         assert r["steps"] == "10" and float(r["test/error"]) == last_test["test/error"]
         assert float(r["wall_time_s"]) > 0
-    assert "| resnet-8 |" in (tmp_path / "summary.md").read_text().replace(" resnet-8 ", " resnet-8 ")
+    assert "| resnet-8 |" in (tmp_path / "summary.md").read_text()
 
 
 def test_wandb_offline_runs_are_named_grouped_and_equal_to_metrics_csv(cifar10_root, tmp_path):
-    overrides = [o for o in FAST if o != "logger=none"]
+    overrides = [o for o in FAST if o != "logger=none"]  # W&B is on by default
     run_train("-m", "model.residual=true,false", *overrides, "trainer.max_steps=10", f"data.root={cifar10_root}",
               f"hydra.sweep.dir={tmp_path / 'fig'}", cwd=tmp_path)
     files = sorted((tmp_path / "fig").rglob("run-*.wandb"))

@@ -1,11 +1,15 @@
 """One run's directory: an exclusive lock, a status file, and the checkpoint to resume from.
 
-status.json is the run's record for the sweep summary: running, completed or failed (with the reason)."""
+status.json is the run's record for the sweep summary: running, completed or failed (with the reason).
+Under data parallelism only global rank 0 locks and writes; the other processes of the run only train."""
 import fcntl
 import json
 import os
 import secrets
+import shutil
 from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
 
 from deepres.atomic import atomic_write_text
 from deepres.checkpointing import FINAL, LAST
@@ -20,6 +24,7 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self._lock_file = None
 
+    @rank_zero_only
     def lock(self) -> None:
         """Hold the directory for this process; a second run on the same directory is refused, not interleaved."""
         try:
@@ -42,7 +47,19 @@ class RunDir:
         self._lock_file.truncate()
         self._lock_file.write(f"pid {os.getpid()}\n")
         self._lock_file.flush()
+        for leftover in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
+            leftover.unlink()  # half-written temporaries of a killed run (atomic.py); the real files are whole
 
+    def check_free_space(self, checkpoint_bytes: int, margin_bytes: int = 64 << 20) -> None:
+        """Refuse to start, rather than fail hours later, when the disk cannot hold a few checkpoints."""
+        needed = 3 * checkpoint_bytes + margin_bytes
+        free = shutil.disk_usage(self.path).free
+        if free < needed:
+            raise UserError(f"only {free / 2**20:.0f} MiB free under {self.path}; this run needs about "
+                            f"{needed / 2**20:.0f} MiB for its checkpoints and logs. Free some space or choose "
+                            "another hydra.run.dir / hydra.sweep.dir.")
+
+    @rank_zero_only
     def unlock(self) -> None:
         if self._lock_file is not None:
             self._lock_file.close()
@@ -54,6 +71,7 @@ class RunDir:
         except (FileNotFoundError, json.JSONDecodeError):
             return {}
 
+    @rank_zero_only
     def write_status(self, **fields) -> dict:
         status = {**self.status(), **fields}
         atomic_write_text(self.path / STATUS, json.dumps(status, indent=1, sort_keys=True) + "\n")
@@ -65,6 +83,7 @@ class RunDir:
                 return self.checkpoints / name
         return None
 
+    @rank_zero_only
     def wandb_id(self) -> str:
         """A W&B run id kept with the run, so a resumed run continues the same W&B run."""
         path = self.path / ".wandb_id"

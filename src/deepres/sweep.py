@@ -60,3 +60,4 @@ class SweepSummary(Callback):
             for r in failed:
                 print(f"job {r['job']} {r['status']}: {r['reason']}", file=sys.stderr)
             sys.exit(1)
+
