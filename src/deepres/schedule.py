@@ -52,3 +52,36 @@ class IterationSchedule:
 
     def load_state_dict(self, state: dict) -> None:
         self.warmup_end = state["warmup_end"]
+
+
+class PlateauSchedule(IterationSchedule):
+    """lr / `gamma` when the evaluated error plateaus (the ImageNet recipe): each time `monitor` (an error in
+    percent) has not improved by more than `threshold` points for `patience` evaluations in a row, at most
+    `max_drops` times. A drop applies from the iteration of the evaluation that found the plateau; the drops are
+    milestones, so the learning rate is computed as in IterationSchedule and resumes with the checkpoint."""
+
+    def __init__(self, lr: float, gamma: float, max_steps: int, depth: int, monitor: str = "test/error",
+                 patience: int = 5, threshold: float = 0.1, max_drops: int = 3):
+        super().__init__(lr, milestones=[], gamma=gamma, max_steps=max_steps, depth=depth, warmup_from_depth=None)
+        self.monitor, self.patience, self.threshold, self.max_drops = monitor, patience, threshold, max_drops
+        self.best, self.stale = float("inf"), 0
+
+    def observe(self, step: int, row: dict[str, float]) -> None:
+        super().observe(step, row)
+        error = row.get(self.monitor)
+        if error is None:
+            return
+        if error < self.best - self.threshold:
+            self.best, self.stale = error, 0
+            return
+        self.stale += 1
+        if self.stale >= self.patience and len(self.milestones) < self.max_drops:
+            self.milestones.append(step)
+            self.stale = 0
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "milestones": list(self.milestones), "best": self.best, "stale": self.stale}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.milestones, self.best, self.stale = list(state["milestones"]), state["best"], state["stale"]

@@ -2,9 +2,26 @@
 from omegaconf import DictConfig
 
 from deepres.errors import UserError
-from deepres.models.blocks import check_shortcut
+from deepres.models.blocks import check_shortcut, check_stride_on
 from deepres.models.cifar import depth_to_n
+from deepres.models.imagenet import table_1_row
 from deepres.schedule import milestone_steps
+
+# model target -> (its config, its depth check, the data sets it is built for)
+NETS = {"deepres.models.CifarResNet": ("cifar_resnet", depth_to_n, ("cifar10", "cifar100")),
+        "deepres.models.ImageNetResNet": ("imagenet_resnet", table_1_row, ("imagenet",))}
+
+
+def _check_model(cfg: DictConfig) -> None:
+    """The depth must be one the net has, and the net must be the one of the data set (32x32 or 224x224 stem)."""
+    if cfg.model._target_ not in NETS:
+        return
+    name, check_depth, data_names = NETS[cfg.model._target_]
+    check_depth(cfg.model.depth)
+    if cfg.data.name not in data_names:
+        pairs = "; ".join(f"model={net}: data={' or '.join(names)}" for net, _, names in NETS.values())
+        raise UserError(f"model={name} does not train on data={cfg.data.name}: each net is built for its data set's "
+                        f"image size ({pairs}).")
 
 
 def _positive(cfg: DictConfig, key: str) -> None:
@@ -16,9 +33,12 @@ def _positive(cfg: DictConfig, key: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    depth_to_n(cfg.model.depth)
+    _check_model(cfg)
     check_shortcut(cfg.model.shortcut)
+    if "stride_on" in cfg.model:
+        check_stride_on(cfg.model.stride_on)
     for key in ("data.batch_size", "data.eval_batch_size", "optimizer.lr", "trainer.max_steps",
                 "trainer.val_check_interval", "trainer.log_every_n_steps", "checkpoint.every_n_steps"):
         _positive(cfg, key)
-    milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
+    if "milestones" in cfg.schedule:  # the plateau schedule finds its own
+        milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)

@@ -1,9 +1,8 @@
 """The 6n+2 CIFAR nets of section 4.2: a 3x3 stem, three stages of n blocks on {32,16,8} maps, pool, FC."""
-import torch
 from torch import nn
 
 from deepres.errors import UserError
-from deepres.models.blocks import BasicBlock, check_shortcut, conv3x3, he_init
+from deepres.models.blocks import BasicBlock, ResNet, conv3x3
 
 STAGE_WIDTHS = (16, 32, 64)
 PAPER_DEPTHS = (20, 32, 44, 56, 110, 1202)
@@ -19,26 +18,12 @@ def depth_to_n(depth: int) -> int:
     return (depth - 2) // 6
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ResNet):
     """ResNet (residual=True) or its plain twin (residual=False) with 6n+2 weighted layers."""
 
-    def __init__(self, depth: int = 20, residual: bool = True, shortcut: str = "A", num_classes: int = 10):
-        super().__init__()
+    def __init__(self, depth: int = 20, residual: bool = True, shortcut: str = "A", num_classes: int = 10,
+                 checkpoint_activations: bool = False):
         n = depth_to_n(depth)
-        check_shortcut(shortcut)
-        self.stem = nn.Sequential(conv3x3(3, STAGE_WIDTHS[0]), nn.BatchNorm2d(STAGE_WIDTHS[0]), nn.ReLU(inplace=True))
-        stages, in_planes = [], STAGE_WIDTHS[0]
-        for i, planes in enumerate(STAGE_WIDTHS):
-            blocks = []
-            for j in range(n):
-                stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(BasicBlock(in_planes, planes, stride, shortcut, residual))
-                in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        he_init(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
+        stem = nn.Sequential(conv3x3(3, STAGE_WIDTHS[0]), nn.BatchNorm2d(STAGE_WIDTHS[0]), nn.ReLU(inplace=True))
+        super().__init__(stem, STAGE_WIDTHS[0], BasicBlock, STAGE_WIDTHS, (n,) * len(STAGE_WIDTHS), shortcut,
+                         residual, num_classes, checkpoint_activations)

@@ -1,0 +1,243 @@
+"""The ImageNet DataModule: the training stream of section 3.4 and the val images under one of the paper's
+test protocols (`eval.mode`: center, ten_crop, multi_scale).
+
+DataLoader workers read and decode JPEGs (torchvision's libjpeg-turbo path) and resize or crop them as uint8;
+batches travel in pinned memory; the float conversion, colour noise and mean subtraction run on the training
+device (imagenet_augment.py). `batch_size` is the global batch: each of N processes (DDP) loads batch_size / N."""
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from functools import partial
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
+
+from deepres.data.gpu_augment import TRAIN_ORDER, generator
+from deepres.data.imagenet_augment import ColourNormalize, center_view, multi_scale_views, scale_augment, ten_crop_views
+from deepres.data.imagenet_folder import ClassFolder, class_names, read_rgb, scan
+from deepres.errors import UserError
+
+log = logging.getLogger("deepres")
+EVAL_MODES = ("center", "ten_crop", "multi_scale")
+BAD_IMAGES = ("fail", "skip")
+COLOUR_NOISE = 2  # generator key, beside gpu_augment's TRAIN_AUGMENT and TRAIN_ORDER
+SUBSTITUTES = 10  # unreadable training images in a row before giving up
+
+
+def _read(folder: ClassFolder, i: int) -> tuple[torch.Tensor | None, str]:
+    """The image and "" or None and "path: why it could not be read"."""
+    path = folder.path(i)
+    try:
+        return read_rgb(path), ""
+    except (OSError, RuntimeError) as err:
+        return None, f"{path}: {str(err).strip().splitlines()[-1]}"
+
+
+class TrainStream(IterableDataset):
+    """One process's share of the endless training stream.
+
+    Global batch k holds positions k*B .. (k+1)*B of the epoch-wise shuffled order (the last partial batch of an
+    epoch is dropped); rank r of R decodes its slice r*B/R .. (r+1)*B/R. Worker w of W decodes batches w, w+W, ...,
+    which the DataLoader returns in turn. Each image's augmentation is drawn from (seed, k, position), so the global
+    batches are the same for any number of GPUs and workers, and a resumed run continues the stream exactly.
+    An unreadable image is replaced by the next readable file; its reason travels with the batch."""
+
+    def __init__(self, folder: ClassFolder, batch_size: int, rank: int, world_size: int, seed: int,
+                 augment: Callable[[torch.Tensor, random.Random], torch.Tensor]):
+        self.folder, self.batch_size, self.seed, self.augment = folder, batch_size, seed, augment
+        self.share = batch_size // world_size
+        self.first = rank * self.share
+        self.batches_per_epoch = len(folder) // batch_size
+        self.start_step = 0  # set by StreamLoader each time iteration starts
+        self._epoch, self._order = -1, None
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            gen = generator(torch.device("cpu"), self.seed, TRAIN_ORDER, epoch)
+            self._epoch, self._order = epoch, torch.randperm(len(self.folder), generator=gen).numpy()
+        return self._order
+
+    def sample(self, step: int, position: int) -> tuple[torch.Tensor, int, str, int]:
+        epoch, k = divmod(step, self.batches_per_epoch)
+        i = int(self.order(epoch)[k * self.batch_size + position])
+        image, bad = _read(self.folder, i)
+        for _ in range(SUBSTITUTES):
+            if image is not None:
+                break
+            i = (i + 1) % len(self.folder)
+            image = _read(self.folder, i)[0]
+        if image is None:
+            raise RuntimeError(f"{bad}, and the {SUBSTITUTES} files after it cannot be read either")
+        rng = random.Random(f"{self.seed}/{step}/{position}")
+        return self.augment(image, rng), int(self.folder.labels[i]), bad, step
+
+    def __iter__(self):
+        worker = get_worker_info()
+        first, every = (worker.id, worker.num_workers) if worker is not None else (0, 1)
+        for step in itertools.count(self.start_step + first, every):
+            for position in range(self.first, self.first + self.share):
+                yield self.sample(step, position)
+
+
+class StreamLoader(DataLoader):
+    """A DataLoader that starts the training stream at the Trainer's iteration each time it is iterated (before
+    its workers take their copy of the stream)."""
+
+    def __init__(self, stream: TrainStream, start_step: Callable[[], int], **kwargs):
+        super().__init__(stream, **kwargs)
+        self.start_step = start_step
+
+    def __iter__(self):
+        self.dataset.start_step = self.start_step()
+        return super().__iter__()
+
+
+class EvalImages(Dataset):
+    """The val images under one test protocol; an unreadable one yields a black placeholder and its reason."""
+
+    def __init__(self, folder: ClassFolder, views: Callable[[torch.Tensor], object], placeholder: int):
+        self.folder, self.views, self.placeholder = folder, views, placeholder
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int) -> tuple[object, int, str]:
+        image, bad = _read(self.folder, i)
+        if image is None:
+            image = torch.zeros(3, self.placeholder, self.placeholder, dtype=torch.uint8)
+        return self.views(image), int(self.folder.labels[i]), bad
+
+
+class Shard(DistributedSampler):
+    """Rank r of R evaluates images r, r+R, ...: every image exactly once over all ranks (DistributedSampler pads
+    with repeats). Being a DistributedSampler, Lightning leaves it in place."""
+
+    def __init__(self, dataset: Dataset, rank: int, world_size: int):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=False)
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
+
+
+class ImageNetDataModule(L.LightningDataModule):
+    """Train on root/train with the paper's augmentation; evaluate root/val (logged as `test/`, with top-5)."""
+
+    top5 = True
+
+    def __init__(self, name: str = "imagenet", root: str = "data/imagenet", batch_size: int = 256,
+                 eval_batch_size: int = 200, num_workers: int = 8, crop: int = 224, scale: tuple[int, int] = (256, 480),
+                 flip: bool = True, lighting: float = 0.1, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 std: tuple[float, ...] | None = None, bad_images: str = "fail", eval_mode: str = "center",
+                 eval_resize: int = 256, eval_scales: tuple[int, ...] = (224, 256, 384, 480, 640), seed: int = 0):
+        super().__init__()
+        self.name, self.root, self.seed = name, root, seed
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.crop, self.scale, self.flip = crop, tuple(scale), flip
+        self.eval_mode, self.eval_resize, self.eval_scales = eval_mode, eval_resize, tuple(eval_scales)
+        self.bad_images = bad_images
+        self.normalize = ColourNormalize(mean, std, lighting)
+        self.eval_names = ["test"]
+        self.skipped: dict[str, str] = {}  # unreadable files seen with bad_images=skip: path -> reason
+        self._check()
+
+    def _check(self) -> None:
+        for key, value, valid in (("data.bad_images", self.bad_images, BAD_IMAGES),
+                                  ("eval.mode", self.eval_mode, EVAL_MODES)):
+            if value not in valid:
+                raise UserError(f"{key}={value!r} is unknown; valid: {', '.join(valid)}.")
+        if not (len(self.scale) == 2 and self.crop <= self.scale[0] <= self.scale[1]):
+            raise UserError(f"data.scale={list(self.scale)} must be [low, high] with data.crop={self.crop} <= low "
+                            "<= high (the paper: [256, 480] with crop 224).")
+        if self.eval_resize < self.crop:
+            raise UserError(f"eval.resize={self.eval_resize} must be at least data.crop={self.crop} (the paper: 256).")
+
+    @property
+    def num_classes(self) -> int:
+        return len(class_names(self.root))
+
+    def _ranks(self) -> tuple[int, int]:
+        """(rank, world size) of this process, checking that both batch sizes split evenly over the processes."""
+        if self.trainer is None:
+            return 0, 1
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        for key, size in (("data.batch_size", self.batch_size), ("data.eval_batch_size", self.eval_batch_size)):
+            if size % world:
+                raise UserError(f"{key}={size} is the global batch and must divide evenly over the {world} "
+                                f"processes; use a multiple of {world}.")
+        return rank, world
+
+    def setup(self, stage: str | None = None) -> None:
+        classes = class_names(self.root)
+        self.val = scan(self.root, "val", classes)
+        if stage in (None, "fit") and not hasattr(self, "train"):
+            self.train = scan(self.root, "train", classes)
+            if len(self.train) < self.batch_size:
+                raise UserError(f"data.batch_size={self.batch_size} is larger than the {len(self.train)} training "
+                                f"images of {self.root}.")
+
+    def _loader_args(self) -> dict:
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return {"num_workers": self.num_workers, "pin_memory": on_gpu}
+
+    def _global_step(self) -> int:
+        return self.trainer.global_step if self.trainer is not None else 0
+
+    def train_dataloader(self) -> StreamLoader:
+        rank, world = self._ranks()
+        augment = partial(scale_augment, crop=self.crop, scale=self.scale, flip=self.flip)
+        stream = TrainStream(self.train, self.batch_size, rank, world, self.seed, augment)
+        return StreamLoader(stream, self._global_step, batch_size=self.batch_size // world, **self._loader_args())
+
+    def val_dataloader(self) -> DataLoader:
+        rank, world = self._ranks()
+        views, batch = {
+            "center": (partial(center_view, resize=self.eval_resize, crop=self.crop), self.eval_batch_size // world),
+            "ten_crop": (partial(ten_crop_views, resize=self.eval_resize, crop=self.crop),
+                         self.eval_batch_size // world),
+            # whole images of different shapes: one per batch
+            "multi_scale": (partial(multi_scale_views, scales=self.eval_scales), 1),
+        }[self.eval_mode]
+        images = EvalImages(self.val, views, self.crop)
+        return DataLoader(images, batch_size=batch, sampler=Shard(images, rank, world),
+                          persistent_workers=self.num_workers > 0, **self._loader_args())
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Take the unreadable-file reasons (and a training batch's iteration) off the batch, on the host."""
+        x, y, bad, *step = batch
+        return x, y, {"bad": self._bad(bad), "step": int(step[0][0]) if step else None}
+
+    def _bad(self, reasons: list[str]) -> list[int]:
+        """Rows read from unreadable files: a user error with bad_images=fail; counted and logged with skip."""
+        rows = [i for i, reason in enumerate(reasons) if reason]
+        for i in rows:
+            if self.bad_images == "fail":
+                raise UserError(f"cannot read the image {reasons[i]}. Replace or delete the file, or set "
+                                "data.bad_images=skip to go on without such files (each is logged and counted).")
+            path, reason = reasons[i].split(": ", 1)
+            if path not in self.skipped:
+                self.skipped[path] = reason
+                log.warning(f"skipping unreadable image {path} ({reason}); {len(self.skipped)} skipped so far")
+        return rows
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Normalise on the device; a training batch also gets its colour noise (drawn for the global batch from
+        (seed, iteration)); evaluation drops the rows of unreadable files (training replaced them already)."""
+        x, y, info = batch
+        if info["step"] is not None:
+            rank, world = self._ranks()
+            gen = generator(x.device, self.seed, COLOUR_NOISE, info["step"])
+            normal = torch.randn(self.batch_size, 3, generator=gen, device=x.device)
+            share = self.batch_size // world
+            return self.normalize(x, normal[rank * share:(rank + 1) * share]), y
+        views = [self.normalize(v) for v in (x if isinstance(x, list) else [x])]
+        if info["bad"]:
+            keep = torch.ones(len(y), dtype=torch.bool)
+            keep[info["bad"]] = False
+            views, y = [v[keep.to(v.device)] for v in views], y[keep.to(y.device)]
+        return (views if isinstance(x, list) else views[0]), y

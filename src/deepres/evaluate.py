@@ -1,0 +1,82 @@
+"""Evaluate a trained run on ImageNet val under one of the paper's test protocols (Tables 2-4):
+
+    python src/evaluate.py RUN_DIR [RUN_DIR ...] eval.mode=ten_crop [data.root=... data.num_workers=...]
+
+Each run's composed config (.hydra/config.yaml) is read, the key=value overrides applied, and its final.ckpt (or,
+for an unfinished run, last.ckpt) evaluated. One line per run is printed, and <run>/eval_<mode>.json written:
+test/error, test/top5_error, test/loss (as in metrics.csv), the checkpoint, its iteration, the images evaluated."""
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from deepres.atomic import atomic_write_text
+from deepres.checkpointing import FINAL, LAST
+from deepres.config import register_resolvers
+from deepres.errors import EXIT_USER_ERROR, UserError
+from deepres.speed import constructor_config
+from deepres.task import Classifier
+
+USAGE = "usage: python src/evaluate.py RUN_DIR [RUN_DIR ...] eval.mode=center|ten_crop|multi_scale [key=value ...]"
+
+
+def _config(run: Path, overrides: list[str]):
+    path = run / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run} is not a run directory of src/train.py: it has no .hydra/config.yaml. {USAGE}")
+    cfg = OmegaConf.load(path)
+    if "eval" not in cfg:
+        raise UserError(f"{run} did not train on data=imagenet: only ImageNet runs have test protocols to choose.")
+    OmegaConf.set_struct(cfg, True)
+    try:
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+    except OmegaConfBaseException as err:
+        raise UserError(f"bad override for {run}: {str(err).splitlines()[0]}. {USAGE}") from None
+
+
+def _checkpoint(run: Path) -> Path:
+    for name in (FINAL, LAST):
+        if (run / "checkpoints" / name).is_file():
+            return run / "checkpoints" / name
+    raise UserError(f"{run} has no checkpoints/{FINAL} or {LAST} to evaluate.")
+
+
+def evaluate(run: str | Path, overrides: list[str]) -> dict:
+    """Evaluate one run's checkpoint; returns (and writes to <run>/eval_<mode>.json) the result."""
+    run = Path(run)
+    cfg, checkpoint = _config(run, overrides), _checkpoint(run)
+    datamodule = instantiate(cfg.data)
+    net = instantiate(constructor_config(cfg.model), num_classes=datamodule.num_classes)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # written by this project
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")})
+    schedule = instantiate(cfg.schedule, max_steps=cfg.trainer.max_steps, depth=cfg.model.depth)
+    module = Classifier(net, instantiate(cfg.optimizer), schedule, datamodule.eval_names, top5=True)
+    trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
+    trainer.validate(module, datamodule, verbose=False)
+    metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    result = {"mode": cfg.eval.mode, **metrics, "checkpoint": str(checkpoint),
+              "step": state["global_step"], "images": len(datamodule.val) - len(datamodule.skipped),
+              "skipped": sorted(datamodule.skipped)}
+    atomic_write_text(run / f"eval_{cfg.eval.mode}.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def main(argv: list[str]) -> None:
+    register_resolvers()
+    runs, overrides = [a for a in argv if "=" not in a], [a for a in argv if "=" in a]
+    try:
+        if not runs:
+            raise UserError(f"no run directory given. {USAGE}")
+        for run in runs:
+            r = evaluate(run, overrides)
+            print(f"{run}: {r['mode']} top-1 error {r['test/error']:.2f}%, top-5 error {r['test/top5_error']:.2f}% "
+                  f"({r['images']} images, iteration {r['step']})")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
