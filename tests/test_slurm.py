@@ -1,0 +1,140 @@
+"""Sweeps on a real SLURM cluster through hydra/launcher=slurm: an array job per sweep, requeue on preemption and
+near the time limit with an exact resume, a killed job marked failed while the sweep goes on, DDP over SLURM tasks.
+
+Run by `make test` when a cluster answers (`make slurm-up` starts one on this machine); CI always starts one."""
+import csv
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+import torch
+from conftest import FAST, ROOT, run_train, train_cmd
+from ddp_reference import assert_matches
+from omegaconf import OmegaConf
+from slurm_cluster import SLURM, array_tasks, cluster_answers, job_log, start_requeued, states, wait_for
+
+from deepres.metrics_csv import read_rows
+
+pytestmark = [pytest.mark.slurm,
+              pytest.mark.skipif(not os.environ.get("CI") and not cluster_answers(),
+                                 reason="no SLURM cluster answers (make slurm-up starts one)")]
+LONG = [*FAST, "trainer.max_steps=100", "trainer.val_check_interval=20", "checkpoint.every_n_steps=20"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    if not cluster_answers():
+        pytest.fail("CI is set but no SLURM cluster answers: .ci/slurm-up.sh starts one")
+
+
+def _summary(sweep_dir) -> dict[str, dict]:
+    return {r["name"]: r for r in csv.DictReader(open(sweep_dir / "summary.csv"))}
+
+
+def _job_dirs(sweep_dir) -> dict[str, object]:
+    return {json.loads(p.read_text())["name"]: p.parent for p in sweep_dir.glob("*/status.json")}
+
+
+def _start_sweep(sweep_dir, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.Popen(train_cmd("-m", *overrides, f"hydra.sweep.dir={sweep_dir}", *SLURM), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _interrupt_at_first_checkpoint(sweep: subprocess.Popen, sweep_dir, interrupts: dict) -> dict[str, str]:
+    """Call interrupts[key](SLURM id of the job) as soon as the job whose directory name holds `key` has saved its
+    first last.ckpt, while it still runs (80 iterations to go). Returns {key: SLURM id}."""
+    ids = {}
+
+    def all_interrupted() -> bool:
+        assert sweep.poll() is None, f"the sweep ended early: {sweep.communicate()[1][-3000:]}"
+        for key in set(interrupts) - set(ids):
+            for ckpt in sweep_dir.glob(f"*{key}*/checkpoints/last.ckpt"):
+                assert not (ckpt.parent / "final.ckpt").exists(), f"{ckpt.parents[1].name} ended too early"
+                ids[key] = OmegaConf.load(ckpt.parents[1] / ".hydra" / "hydra.yaml").hydra.job.id
+                interrupts[key](ids[key])
+        return len(ids) == len(interrupts)
+
+    wait_for("the jobs' first checkpoints", all_interrupted)
+    return ids
+
+
+def test_2x2_sweep_is_one_array_job_and_is_summarised(cifar10_root, tmp_path):
+    run_train("-m", *FAST, "model.depth=8,14", "model.residual=true,false", "trainer.max_steps=20",
+              f"data.root={cifar10_root}", f"hydra.sweep.dir={tmp_path}", *SLURM)
+    jobs = array_tasks(tmp_path)
+    assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs}) == 1
+    assert [states(j) for j in jobs] == [["COMPLETED"]] * 4
+    summary = _summary(tmp_path)
+    assert sorted(summary) == ["plain-14", "plain-8", "resnet-14", "resnet-8"]
+    for name, run in _job_dirs(tmp_path).items():
+        rows = read_rows(run / "metrics.csv")
+        assert [r["step"] for r in rows if "train/loss" in r] == [5, 10, 15, 20]
+        assert [r["step"] for r in rows if "test/error" in r] == [10, 20]
+        assert summary[name]["status"] == "completed" and summary[name]["steps"] == "20"
+        assert float(summary[name]["test/error"]) == rows[-1]["test/error"]
+
+
+def test_preempted_and_timed_out_jobs_are_requeued_and_resume_exactly(cifar10_root, tmp_path, monkeypatch):
+    args = ["model.residual=true,false", *LONG, f"data.root={cifar10_root}"]
+    sweep = _start_sweep(tmp_path / "slurm", *args, "hydra.launcher.timeout_min=5")
+    jobs = _interrupt_at_first_checkpoint(sweep, tmp_path / "slurm", {
+        "model.residual=True": lambda job: subprocess.run(["scontrol", "requeue", job], check=True),  # preemption
+        "model.residual=False": lambda job: subprocess.run(["scancel", "--signal=USR2", job], check=True),  # time limit
+    })
+    for job in jobs.values():
+        start_requeued(job)
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-3000:]
+    assert "this job is timed-out" in job_log(tmp_path / "slurm", jobs["model.residual=False"])
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")                                 # as in the jobs: the same sums
+    run_train("-m", *args, f"hydra.sweep.dir={tmp_path / 'whole'}")             # the same jobs, uninterrupted
+    whole, resumed = _job_dirs(tmp_path / "whole"), _job_dirs(tmp_path / "slurm")
+    for job, name in zip(jobs.values(), ("resnet-8", "plain-8")):
+        assert states(job)[0] == "REQUEUED" and states(job)[-1] == "COMPLETED"
+        assert "Restored all states from the checkpoint" in job_log(tmp_path / "slurm", job)
+        assert (resumed[name] / "metrics.csv").read_text() == (whole[name] / "metrics.csv").read_text()
+        weights = [torch.load(d[name] / "checkpoints" / "final.ckpt", weights_only=False)["state_dict"]
+                   for d in (whole, resumed)]
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert {r["status"] for r in _summary(tmp_path / "slurm").values()} == {"completed"}
+
+
+def test_a_killed_job_is_marked_failed_and_a_relaunch_finishes_the_sweep(cifar10_root, tmp_path):
+    args = ["model.residual=true,false", *LONG, f"data.root={cifar10_root}"]
+    sweep = _start_sweep(tmp_path, *args)
+    def oom_kill(job: str) -> None:                                            # the kernel's out-of-memory kill
+        os.kill(int((_job_dirs(tmp_path)["plain-8"] / ".lock").read_text().split()[1]), signal.SIGKILL)
+
+    killed = _interrupt_at_first_checkpoint(sweep, tmp_path, {"model.residual=False": oom_kill})["model.residual=False"]
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 1 and f"slurm job {killed} ended FAILED" in err, err[-3000:]
+    summary = _summary(tmp_path)
+    assert summary["resnet-8"]["status"] == "completed"
+    assert summary["plain-8"]["status"] == "failed"
+    assert f"slurm job {killed} ended FAILED" in summary["plain-8"]["reason"]
+
+    jobs = array_tasks(tmp_path)
+    relaunch = run_train("-m", *args, f"hydra.sweep.dir={tmp_path}", *SLURM)   # the same command again
+    summary = _summary(tmp_path)
+    assert {(r["status"], r["steps"]) for r in summary.values()} == {("completed", "100")}
+    (skipped,) = [line for line in relaunch.stdout.splitlines() if "(finished: skipped)" in line]
+    assert "model.residual=True" in skipped
+    (resumed,) = set(array_tasks(tmp_path)) - set(jobs)                        # only the killed job was queued
+    assert "Restored all states from the checkpoint" in job_log(tmp_path, resumed)
+    rows = read_rows(_job_dirs(tmp_path)["plain-8"] / "metrics.csv")
+    assert [r["step"] for r in rows if "train/loss" in r] == list(range(5, 101, 5))
+    assert [r["step"] for r in rows if "test/error" in r] == [20, 40, 60, 80, 100]
+
+
+def test_ddp_job_runs_one_process_per_slurm_task(cifar10_root, tmp_path):
+    overrides = [*FAST, "trainer.max_steps=1", "trainer.log_every_n_steps=1", f"data.root={cifar10_root}"]
+    run_train("-m", "trainer=ddp", "trainer.devices=2", "trainer.sync_batchnorm=false", *overrides,
+              f"hydra.sweep.dir={tmp_path}", *SLURM)
+    (job,) = array_tasks(tmp_path)
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in job_log(tmp_path, job)
+    (run,) = _job_dirs(tmp_path).values()
+    assert_matches(run, 2, *overrides)
