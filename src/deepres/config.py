@@ -5,6 +5,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from deepres.speed import if_cuda
+
 
 def net_name(residual: bool, depth: int) -> str:
     """`resnet-56` or `plain-56`: how the paper names its nets, and how W&B runs are named."""
@@ -23,7 +25,8 @@ def sweep_name() -> str:
 
 
 def register_resolvers() -> None:
-    resolvers = {"net_name": net_name, "sweep_name": sweep_name, "or_default": lambda value: value or "default"}
+    resolvers = {"net_name": net_name, "sweep_name": sweep_name, "or_default": lambda value: value or "default",
+                 "if_cuda": if_cuda}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -1,26 +1,42 @@
 """train(cfg): build the DataModule, net, LightningModule, loggers and Trainer from the config, fit, evaluate,
 record the run. run_job(cfg) adds what a Hydra job needs: user errors as one message, failures recorded."""
+import contextlib
+import errno
 import logging
 import sys
 import time
+import warnings
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
 
 from deepres.callbacks import StepProgressBar
-from deepres.checkpointing import AtomicCheckpointIO, RunCheckpoints
+from deepres.checkpointing import LAST, AtomicCheckpointIO, RunCheckpoints, checkpoint_bytes
 from deepres.config import is_multirun
 from deepres.errors import EXIT_USER_ERROR, UserError
 from deepres.metrics_csv import MetricsCSVLogger
 from deepres.run_dir import RunDir
-from deepres.task import Classifier
+from deepres.signals import Interrupted, graceful_stop
+from deepres.speed import constructor_config, prepare
+from deepres.task import Classifier, Diverged
 from deepres.validate import validate
+from hydra_plugins.deepres_launchers import cluster_plugins
 
 log = logging.getLogger("deepres")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # torch vs Lightning, not ours to fix
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
 
 
 def _build_loggers(cfg: DictConfig, run: RunDir) -> list:
@@ -50,10 +66,15 @@ def train(cfg: DictConfig) -> dict:
         validate(cfg)
         Console(stderr=True).print(Syntax(OmegaConf.to_yaml(cfg, resolve=True), "yaml"))
         return _fit(cfg, run, " ".join(hydra_cfg.overrides.task))
-    except Exception as err:
-        if run.status():
-            run.write_status(status="failed", reason=f"{type(err).__name__}: {err}")
+    except Interrupted as stop:
+        run.write_status(status="interrupted", reason=str(stop))
         raise
+    except Exception as err:
+        err = _explain_failure(err, run)
+        if run.status():
+            with contextlib.suppress(OSError):  # the disk may be full
+                run.write_status(status="failed", reason=f"{type(err).__name__}: {err}")
+        raise err
     finally:
         run.unlock()
         _finish_wandb()
@@ -65,23 +86,42 @@ def _fit(cfg: DictConfig, run: RunDir, overrides: str) -> dict:
     run.write_status(status="running", name=cfg.name, overrides=overrides, reason="")
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = instantiate(cfg.data)
-    net = instantiate(cfg.model, num_classes=datamodule.num_classes)
+    net = prepare(instantiate(constructor_config(cfg.model), num_classes=datamodule.num_classes), cfg.model)
     schedule = instantiate(cfg.schedule, max_steps=cfg.trainer.max_steps, depth=cfg.model.depth)
-    module = Classifier(net, instantiate(cfg.optimizer), schedule, datamodule.eval_names)
+    module = Classifier(net, instantiate(cfg.optimizer), schedule, datamodule.eval_names,
+                        top5=getattr(datamodule, "top5", False))
+    run.check_free_space(checkpoint_bytes(net))
     loggers = _build_loggers(cfg, run)
     checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
     callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
-                          plugins=[AtomicCheckpointIO()], default_root_dir=str(run.path))
+                          plugins=[AtomicCheckpointIO(), *cluster_plugins()], default_root_dir=str(run.path))
     for logger in loggers[1:]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    trainer.fit(module, datamodule, ckpt_path=run.resume_checkpoint())
+    # Lightning ends a SIGTERM'd fit with SIGTERMException (exit status 0); our handler has saved the checkpoint by
+    # then and Interrupted below gives the run its status and exit code.
+    with graceful_stop(checkpoints.request_stop), contextlib.suppress(SIGTERMException):
+        trainer.fit(module, datamodule, ckpt_path=run.resume_checkpoint())
+    if checkpoints.stop_signal is not None and trainer.global_step < trainer.max_steps:
+        raise Interrupted(checkpoints.stop_signal)
     if trainer.global_step % trainer.val_check_batch:
         trainer.validate(module, datamodule, verbose=False)
     checkpoints.save_final(trainer)
     loggers[0].save()
     return run.write_status(status="completed", steps=trainer.global_step, **_final_metrics(loggers[0]),
                             wall_time_s=round(previous_wall + time.time() - started, 1))
+
+
+def _explain_failure(err: Exception, run: RunDir) -> Exception:
+    """Add what was kept to a divergence, and turn a full disk into a user error."""
+    kept = run.checkpoints / LAST
+    kept = f"the last good checkpoint is {kept}" if kept.is_file() else "no checkpoint had been saved yet"
+    if isinstance(err, Diverged):
+        return Diverged(f"{err} The run is stopped; {kept}.")
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return UserError(f"no space left to write in {run.path} ({err.strerror}); every file written before is "
+                         f"whole and {kept}: free some space and re-run the same command to resume.")
+    return err
 
 
 def _finish_wandb() -> None:
@@ -102,6 +142,9 @@ def run_job(cfg: DictConfig) -> dict | None:
             return None
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    except Interrupted as stop:
+        log.warning(f"{stop}: checkpoint saved; re-run the same command to resume")
+        sys.exit(128 + stop.signum)
     except Exception:
         if is_multirun():
             log.exception("job failed")

@@ -1,0 +1,214 @@
+"""What the training-speed benchmarks share: the machine and commit they ran on, synthetic CIFAR-size data in the
+project's DataModule, and the two training paths they compare, on the same net, data stream, optimiser, schedule
+and batch:
+
+  lightning_step_time  the project's path: Classifier + Lightning Trainer configured as conf/trainer/default.yaml,
+                       with the run's callbacks and metrics.csv logger (train.py without Hydra and W&B, which the
+                       GPU machine lacks)
+  plain_step_time      a hand-written PyTorch loop doing the same work: lr from the schedule, forward, loss, training
+                       sums on the device read every log_every_n_steps iterations, backward, SGD step (also the
+                       training step of throughput.py and concurrent_runs.py)
+
+Both return seconds per iteration over `steps` iterations after `warmup`, with evaluation and checkpoints out of
+the timed window (they are not per-step costs)."""
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepres.callbacks import StepProgressBar
+from deepres.checkpointing import AtomicCheckpointIO, RunCheckpoints
+from deepres.data.cifar import CifarDataModule, Normalize
+from deepres.metrics_csv import MetricsCSVLogger
+from deepres.models import CifarResNet
+from deepres.schedule import IterationSchedule
+from deepres.speed import if_cuda, prepare
+from deepres.task import Classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}  # conf/optimizer/sgd.yaml
+LOG_EVERY = 50  # conf/trainer/default.yaml: log_every_n_steps
+NEVER = 10**9  # evaluation and checkpoint intervals that keep them out of the timed window
+
+
+def machine() -> str:
+    """One line naming what the numbers were measured on, and when."""
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return (f"{cpu} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}){gpu}; torch {torch.__version__}, "
+            f"lightning {L.__version__}; commit {commit()}; {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}"
+            f", {load()}")
+
+
+def load() -> str:
+    """The machine's load average (1, 5, 15 minutes): how much the cores were shared while timing."""
+    return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def commit() -> str:
+    """`git rev-parse --short HEAD`, marked +dirty when the working tree has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (no git checkout)"
+    return head + ("+dirty" if dirty else "")
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+class SyntheticCifar(CifarDataModule):
+    """CIFAR-10's shapes (50k training, 10k test images of 3x32x32 uint8) with random pixels, held on the training
+    device like the real data set: the training stream (crop, flip, normalisation) is the project's own."""
+
+    def __init__(self, batch_size: int = 128, train_images: int = 50000, test_images: int = 10000):
+        super().__init__(batch_size=batch_size)
+        self.sizes = train_images, test_images
+        self.clock: Clock | None = None  # times the training stream when set
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_images"):
+            return
+        gen = torch.Generator().manual_seed(0)
+        train, test = (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen) for n in self.sizes)
+        self.train_images = train.to(device())
+        self.train_labels = torch.randint(0, 10, (len(train),), generator=gen).to(device())
+        # the same normalisation, with its statistics from a few images (random pixels: seconds saved per run)
+        self.normalize = Normalize(self.train_images[:1000], self.normalization)
+        self.eval_sets = [(test.to(device()), torch.randint(0, 10, (len(test),), generator=gen).to(device()))]
+
+    def train_dataloader(self) -> Iterable:
+        stream = super().train_dataloader()
+        return _Timed(self.clock, stream) if self.clock is not None else stream
+
+    def stream(self) -> Iterable:
+        """The training stream from iteration 0, outside any Trainer."""
+        self.trainer = None
+        return self.train_dataloader()
+
+
+def tiny_net(num_classes: int = 10) -> nn.Module:
+    """A net with almost no compute (one 3x3 conv of 8 filters on 8x8 maps, pool, FC): its step time is the data
+    stream and the training loop's own work."""
+    return nn.Sequential(nn.AvgPool2d(4), nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(8, num_classes))
+
+
+def cifar_net(depth: int, **kwargs) -> Callable[[], nn.Module]:
+    return partial(CifarResNet, depth, **kwargs)
+
+
+def paper_schedule(depth: int) -> IterationSchedule:
+    return IterationSchedule(SGD["lr"], milestones=[0.5, 0.75], gamma=0.1, max_steps=64000, depth=depth)
+
+
+def precision(switches: Mapping) -> str:
+    return switches.get("precision") or if_cuda("auto", "bf16-mixed", "32-true")
+
+
+class Clock:
+    """Wall time from the draw of batch `start` to the draw of batch `stop`: `stop - start` iterations of whichever
+    loop draws them, timed in the data stream so that the timed loop runs no extra hook. `wait`, if given, is called
+    before the clock starts (concurrent runs start their timed iterations together)."""
+
+    def __init__(self, start: int, stop: int, wait: Callable[[], object] | None = None):
+        self.start, self.stop, self.wait, self.seconds = start, stop, wait, None
+
+    def batches(self, stream: Iterable) -> Iterator:
+        for i, batch in enumerate(stream):
+            if i in (self.start, self.stop):
+                sync()
+                if i == self.start and self.wait is not None:
+                    self.wait()
+                if i == self.start:
+                    self.began = time.perf_counter()
+                else:
+                    self.seconds = time.perf_counter() - self.began
+            yield batch
+
+
+class _Timed:
+    def __init__(self, clock: Clock, stream: Iterable):
+        self.clock, self.stream = clock, stream
+
+    def __iter__(self) -> Iterator:
+        return self.clock.batches(self.stream)
+
+
+def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
+                        switches: Mapping = {}, depth: int = 20, progress_bar: bool = True,
+                        wait: Callable[[], object] | None = None) -> float:
+    """Seconds per iteration of the project's training path."""
+    torch.manual_seed(0)
+    net = prepare(make_net(), switches)
+    module = Classifier(net, partial(torch.optim.SGD, **SGD), paper_schedule(depth), data.eval_names)
+    data.clock = clock = Clock(warmup, warmup + steps, wait)
+    with tempfile.TemporaryDirectory() as run_dir:
+        callbacks = [RunCheckpoints(run_dir, NEVER)] + ([StepProgressBar()] if progress_bar else [])
+        trainer = L.Trainer(accelerator="auto", devices=1, precision=precision(switches),
+                            max_steps=warmup + steps + 1, max_epochs=-1, val_check_interval=NEVER,
+                            check_val_every_n_epoch=None, log_every_n_steps=LOG_EVERY, num_sanity_val_steps=0,
+                            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
+                            benchmark=if_cuda("auto", True, None), callbacks=callbacks,
+                            logger=[MetricsCSVLogger(run_dir)], plugins=[AtomicCheckpointIO()],
+                            default_root_dir=run_dir)
+        trainer.fit(module, data)
+    data.clock = None
+    return clock.seconds / steps
+
+
+def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps: int, warmup: int,
+                    switches: Mapping = {}, depth: int = 20, wait: Callable[[], object] | None = None) -> float:
+    """Seconds per iteration of a hand-written loop with the same net, optimiser and schedule on `batches` (for
+    the comparison, SyntheticCifar.stream(): the same stream and batch as the Lightning path)."""
+    torch.manual_seed(0)
+    dev = device()
+    net = prepare(make_net(), switches).to(dev).train()
+    optimizer = torch.optim.SGD(net.parameters(), **SGD)
+    schedule = paper_schedule(depth)
+    bf16 = precision(switches) == "bf16-mixed"
+    autocast = partial(torch.autocast, dev.type, dtype=torch.bfloat16) if bf16 else nullcontext
+    sums, rows = torch.zeros(3, device=dev), []
+    clock = Clock(warmup, warmup + steps, wait)
+    for step, (x, y) in enumerate(clock.batches(batches)):
+        if clock.seconds is not None:
+            return clock.seconds / steps
+        if step and step % LOG_EVERY == 0:
+            rows.append(sums.tolist())
+            sums.zero_()
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr(step)
+        with autocast():
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+        sums += torch.stack([loss.detach() * len(y), (logits.argmax(1) != y).sum(), y.new_full((), len(y))])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
