@@ -1,0 +1,43 @@
+"""The paper's numbers that the tables compare with (He et al. 2016; see ../shared/PAPER.md)."""
+from dataclasses import dataclass
+
+from deepres.report.runs import Net
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    net: Net
+    error: float                 # top-1 test error (%), the number our mean is compared with
+    top5: float | None = None    # top-5 error (%), ImageNet
+    params: str = ""             # as the paper prints it
+    note: str = ""
+
+
+# Table 6: CIFAR-10 test error, single view. ResNet-110's 6.43 is the best of 5 runs; we compare means.
+TABLE_6 = [
+    PaperRow(Net(True, 20, "A"), 8.75, params="0.27M"),
+    PaperRow(Net(True, 32, "A"), 7.51, params="0.46M"),
+    PaperRow(Net(True, 44, "A"), 7.17, params="0.66M"),
+    PaperRow(Net(True, 56, "A"), 6.97, params="0.85M"),
+    PaperRow(Net(True, 110, "A"), 6.61, params="1.7M", note="6.61 ± 0.16 is the mean ± std of 5 runs; best 6.43"),
+    PaperRow(Net(True, 1202, "A"), 7.93, params="19.4M"),
+]
+
+# Table 2: ImageNet val top-1 error, 10-crop; the ResNets use shortcut A.
+TABLE_2 = [
+    PaperRow(Net(False, 18), 27.94),
+    PaperRow(Net(False, 34), 28.54),
+    PaperRow(Net(True, 18, "A"), 27.88),
+    PaperRow(Net(True, 34, "A"), 25.03),
+]
+
+# Table 3: ImageNet val top-1 / top-5 error, 10-crop; ResNet-50/101/152 use shortcut B.
+TABLE_3 = [
+    PaperRow(Net(False, 34), 28.54, 10.02),
+    PaperRow(Net(True, 34, "A"), 25.03, 7.76),
+    PaperRow(Net(True, 34, "B"), 24.52, 7.46),
+    PaperRow(Net(True, 34, "C"), 24.19, 7.40),
+    PaperRow(Net(True, 50, "B"), 22.85, 6.71),
+    PaperRow(Net(True, 101, "B"), 21.75, 6.05),
+    PaperRow(Net(True, 152, "B"), 21.43, 5.71),
+]
