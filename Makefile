@@ -6,10 +6,10 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint contract clean
+.PHONY: help install train test lint contract clean model-table
 
 help:  ## list the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,79 @@ test: $(INSTALLED)  ## run the test suite (what CI runs)
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check .
 
+# A real single-node SLURM cluster on this machine (root, Debian/Ubuntu; installs the packages on first use).
+# While it answers, `make test` also runs the SLURM tests (marker `slurm`); CI always starts it (.ci/run).
+.PHONY: slurm-up slurm-down test-slurm
+slurm-up:  ## start a one-node SLURM cluster here (root; apt-installs it once); make test then runs the SLURM tests
+	bash .ci/slurm-up.sh
+
+slurm-down:  ## stop that cluster (SLURM_ARGS=--purge also drops its accounting and state)
+	bash .ci/slurm-down.sh $(SLURM_ARGS)
+
+test-slurm: $(INSTALLED)  ## only the SLURM tests (sweeps, requeue, DDP over SLURM tasks) on the running cluster
+	$(PY) -m pytest -q -m slurm $(ARGS)
+
+model-table: $(INSTALLED)  ## ImageNet nets: params and multiply-adds at 224x224 beside Table 1's FLOPs
+	$(PY) -m deepres.models.flops
+
+.PHONY: bench
+bench: $(INSTALLED)  ## CPU speed benchmarks: Lightning vs plain loop, data loaders, throughput (benchmarks/results/)
+	$(PY) benchmarks/loop_overhead.py --out benchmarks/results/loop_overhead_cpu.md
+	$(PY) benchmarks/loader.py --out benchmarks/results/loader_cpu.md
+	$(PY) benchmarks/throughput.py --out benchmarks/results/throughput_cpu.md
+
 contract: $(INSTALLED)  ## the shared cross-issue contract checks (../shared/contract)
 	bash ../shared/contract/check.sh $(ARGS)
 
 clean:  ## remove outputs/ and multirun/ (not .venv, not data/)
 	rm -rf outputs multirun
+
+# Reproduce the paper: each target runs its sweeps (skipping finished runs, resuming interrupted ones), then writes its
+# figures and tables into the sweep directory. ARGS go to every run (ARGS="data.root=... hydra/launcher=local");
+# SEEDS=1,2,3 trains every net once per seed (tables then show mean ± std). The CIFAR-10 sweeps share one directory,
+# as do the ImageNet ones, so a net trained for one result serves the others; keep one setting per directory
+# (CIFAR_DIR=multirun/short ARGS=trainer.max_steps=6400 for a shortened try).
+CIFAR_DIR ?= multirun/cifar10
+IMAGENET_DIR ?= multirun/imagenet
+SMOKE_DIR ?= multirun/smoke-fig6
+SEEDS ?=
+.PHONY: reproduce-fig1 reproduce-fig6 reproduce-table6 reproduce-fig7 reproduce-fig4 reproduce-table3 smoke-fig6
+
+# $(call sweep,NAME,DIR): the jobs of sweeps/NAME.yaml, in DIR
+sweep = $(PY) src/train.py -m +sweep=$(1) hydra.sweep.dir=$(2) $(if $(SEEDS),seed=$(SEEDS)) $(ARGS)
+# $(call ten_crop,DIR): the paper's 10-crop error of each completed ImageNet run in DIR not yet evaluated
+ten_crop = for run in $(1)/*/; do \
+	  if grep -qs '"status": "completed"' $$run/status.json && [ ! -f $$run/eval_ten_crop.json ]; then \
+	    $(PY) src/evaluate.py $$run eval.mode=ten_crop || exit 1; fi; done
+
+reproduce-fig1: $(INSTALLED)  ## Fig. 1: plain-20 vs plain-56 on CIFAR-10 (ARGS=..., SEEDS=1,2,3)
+	$(call sweep,fig1,$(CIFAR_DIR))
+	$(PY) src/report.py $(CIFAR_DIR) fig1
+
+reproduce-fig6: $(INSTALLED)  ## Fig. 6 (plain, ResNet, 110 vs 1202) and Table 6 on CIFAR-10
+	$(call sweep,fig6,$(CIFAR_DIR))
+	$(call sweep,fig6_right,$(CIFAR_DIR))
+	$(PY) src/report.py $(CIFAR_DIR) fig6 table6
+
+reproduce-table6: $(INSTALLED)  ## Table 6: ResNet-20 to ResNet-1202 on CIFAR-10 (SEEDS=1,2,3,4,5 for mean ± std)
+	$(call sweep,table6,$(CIFAR_DIR))
+	$(PY) src/report.py $(CIFAR_DIR) table6
+
+reproduce-fig7: $(INSTALLED)  ## Fig. 7: std of layer responses of plain-20/56 and ResNet-20/56/110
+	$(call sweep,fig7,$(CIFAR_DIR))
+	$(PY) src/report.py $(CIFAR_DIR) fig7
+
+reproduce-fig4: $(INSTALLED)  ## Fig. 4 and Table 2 on ImageNet: plain vs ResNet-18/34 (ARGS="data.root=...")
+	$(call sweep,table2_fig4,$(IMAGENET_DIR))
+	$(call ten_crop,$(IMAGENET_DIR))
+	$(PY) src/report.py $(IMAGENET_DIR) fig4 table2
+
+reproduce-table3: $(INSTALLED)  ## Table 3 on ImageNet: plain-34, ResNet-34 A/B/C, ResNet-50/101/152
+	$(call sweep,table3,$(IMAGENET_DIR))
+	$(call ten_crop,$(IMAGENET_DIR))
+	$(PY) src/report.py $(IMAGENET_DIR) table3
+
+smoke-fig6: $(INSTALLED)  ## the reproduce-fig6 path in about a minute: tiny runs on generated data, CIFAR reports
+	$(PY) -m deepres.data.fake_cifar $(SMOKE_DIR)/data --test 64
+	$(PY) src/train.py -m '+sweep=[fig6,smoke]' data.root=$(SMOKE_DIR)/data hydra.sweep.dir=$(SMOKE_DIR) $(ARGS)
+	$(PY) src/report.py $(SMOKE_DIR) fig1 fig6 table6 fig7
