@@ -11,7 +11,7 @@ from conftest import FAST, ROOT, run_train, train_cmd
 
 from deepres.metrics_csv import read_rows
 
-ARGS = [*FAST, "trainer.max_steps=200", "checkpoint.every_n_steps=2"]
+ARGS = [*FAST, "trainer.max_steps=100", "checkpoint.every_n_steps=2"]
 
 
 def start(run, cifar10_root) -> subprocess.Popen:
