@@ -100,6 +100,8 @@ reproduce-table3: $(INSTALLED)  ## Table 3 on ImageNet: plain-34, ResNet-34 A/B/
 	$(call ten_crop,$(IMAGENET_DIR))
 	$(PY) src/report.py $(IMAGENET_DIR) table3
 
+# batches of 8 images: one thread is faster than two, and far faster than two competing for a busy CPU
+smoke-fig6: export OMP_NUM_THREADS := 1
 smoke-fig6: $(INSTALLED)  ## the reproduce-fig6 path in about a minute: tiny runs on generated data, CIFAR reports
 	$(PY) -m deepres.data.fake_cifar $(SMOKE_DIR)/data --test 64
 	$(PY) src/train.py -m '+sweep=[fig6,smoke]' data.root=$(SMOKE_DIR)/data hydra.sweep.dir=$(SMOKE_DIR) $(ARGS)

@@ -108,6 +108,7 @@ def test_table6_matches_the_final_rows_of_the_csvs_and_the_paper(smoke_sweep):
             assert row["paper"] == row["ours − paper"] == "—"
     assert rows["ResNet-1202"]["top-1 error % (ours)"] == "not run" and rows["ResNet-1202"]["paper"] == "7.93"
     assert rows["ResNet-20"]["params (ours)"] == "269,722 (0.27M)"  # the paper's 0.27M, exactly counted
+    assert f"Runs: {smoke_sweep}: trainer.max_steps=4, data.batch_size=8;" in (smoke_sweep / "table6.md").read_text()
 
 
 def test_fig7_csv_holds_the_std_of_each_3x3_layer_of_the_five_nets(smoke_sweep):
@@ -174,9 +175,10 @@ def write_run(sweep: Path, residual: bool, depth: int, test: list[float], seed: 
     run = sweep / ",".join(sorted(net + list(overrides)))
     (run / ".hydra").mkdir(parents=True)
     model = "deepres.models.ImageNetResNet" if data else "deepres.models.CifarResNet"
+    cifar = {"_target_": "deepres.data.cifar.CifarDataModule", "name": "cifar10", "batch_size": 128}
     OmegaConf.save({"model": {"_target_": model, "depth": depth, "residual": residual, "shortcut": shortcut},
-                    "data": data or {"_target_": "deepres.data.cifar.CifarDataModule", "name": "cifar10"},
-                    "seed": seed}, run / ".hydra" / "config.yaml")
+                    "data": data or cifar, "trainer": {"max_steps": 100 * len(test)}, "seed": seed},
+                   run / ".hydra" / "config.yaml")
     OmegaConf.save(net + list(overrides) + ["+sweep=x", "data.root=elsewhere"], run / ".hydra" / "overrides.yaml")
     exclude = {"hydra": {"job": {"config": {"override_dirname": {"exclude_keys": ["data.root", "sweep"]}}}}}
     OmegaConf.save(exclude, run / ".hydra" / "hydra.yaml")
@@ -232,7 +234,8 @@ def test_seeds_are_averaged_in_the_curves(tmp_path):
 def imagenet_sweep(tmp_path) -> Path:
     """Runs of Tables 2 and 3 on a 3-class ImageNet folder, the ResNet-34 B run evaluated 10-crop."""
     root = write_image_folder(tmp_path / "imagenet", classes=3, train=1, val=1)
-    data = {"_target_": "deepres.data.imagenet.ImageNetDataModule", "name": "imagenet", "root": str(root)}
+    data = {"_target_": "deepres.data.imagenet.ImageNetDataModule", "name": "imagenet", "root": str(root),
+            "batch_size": 256}
     sweep = tmp_path / "sweep"
     write_run(sweep, False, 18, [70.0, 40.0], data=data)
     write_run(sweep, False, 34, [70.0, 42.0], data=data)

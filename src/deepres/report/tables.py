@@ -56,8 +56,10 @@ def comparison(sweep: Sweep, title: str, rows: list[PaperRow], keep: Callable[[N
 
 
 def _footer(sweep: Sweep, groups: dict[Net, list[Run]], rows: list[PaperRow], imagenet: bool, ten_crop: bool) -> str:
-    setting = next(iter(groups.values()))[0].setting
-    notes = [f"Runs: {sweep.path}, overrides: {' '.join(setting) or 'none (the paper recipe)'}.",
+    first = next(iter(groups.values()))[0]
+    overrides = " ".join(first.setting) or "none"
+    notes = [f"Runs: {sweep.path}: trainer.max_steps={first.config.trainer.max_steps}, data.batch_size="
+             f"{first.config.data.batch_size}; overrides besides the nets and seeds: {overrides}.",
              "Ours: the final iterate of each completed run (its last evaluation), never the best one; "
              "mean ± std over seeds."]
     if imagenet:
