@@ -10,6 +10,9 @@ SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launch
          "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu"]
 
 
+UNFINISHED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED"}
+
+
 def cluster_answers() -> bool:
     try:
         out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=10)
@@ -36,10 +39,17 @@ def array_tasks(sweep_dir: Path) -> list[str]:
 
 
 def states(job_id: str) -> list[str]:
-    """Every state the job went through, from SLURM's accounting (a requeued job has a REQUEUED record)."""
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "--duplicates", "-o", "State", "-j", job_id],
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
+    """Every state the finished job went through, from SLURM's accounting (a requeued job has a REQUEUED record).
+
+    submitit hands back a job's result as soon as the job wrote it, a moment before SLURM records the job's end,
+    so this waits until accounting no longer shows the job as pending or running."""
+    def recorded() -> list[str] | None:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "--duplicates", "-o", "State", "-j", job_id],
+                             capture_output=True, text=True, check=True).stdout
+        found = [line.split()[0] for line in out.splitlines() if line.strip()]
+        return found if found and found[-1] not in UNFINISHED else None
+
+    return wait_for(f"SLURM to record the end of job {job_id}", recorded, timeout=60, every=0.5)
 
 
 def squeue_state(job_id: str) -> str:
