@@ -1,9 +1,11 @@
 """The ImageNet DataModule: the training stream of section 3.4 and the val images under one of the paper's
 test protocols (`eval.mode`: center, ten_crop, multi_scale).
 
-DataLoader workers read and decode JPEGs (torchvision's libjpeg-turbo path) and resize or crop them as uint8;
-batches travel in pinned memory; the float conversion, colour noise and mean subtraction run on the training
-device (imagenet_augment.py). `batch_size` is the global batch: each of N processes (DDP) loads batch_size / N."""
+`data.decode=cpu`: DataLoader workers read and decode JPEGs (torchvision's libjpeg-turbo path) and resize or crop
+them as uint8. `data.decode=gpu`: workers only read the files, and the training process decodes and crops them on
+the GPU (jpeg.py). Either way batches travel in pinned memory and the float conversion, colour noise and mean
+subtraction run on the training device (imagenet_augment.py). `batch_size` is the global batch: each of N
+processes (DDP) loads batch_size / N."""
 import itertools
 import logging
 import random
@@ -13,25 +15,34 @@ from functools import partial
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, default_collate, get_worker_info
 
 from deepres.data.gpu_augment import TRAIN_ORDER, generator
-from deepres.data.imagenet_augment import ColourNormalize, center_view, multi_scale_views, scale_augment, ten_crop_views
+from deepres.data.imagenet_augment import (
+    ColourNormalize,
+    center_view,
+    crop_window,
+    multi_scale_views,
+    scale_augment,
+    ten_crop_views,
+)
 from deepres.data.imagenet_folder import ClassFolder, class_names, read_rgb, scan
+from deepres.data.jpeg import DeviceDecoder, Encoded, collate, eval_item, load, train_item
 from deepres.errors import UserError
 
 log = logging.getLogger("deepres")
 EVAL_MODES = ("center", "ten_crop", "multi_scale")
 BAD_IMAGES = ("fail", "skip")
+DECODERS = ("cpu", "gpu")
 COLOUR_NOISE = 2  # generator key, beside gpu_augment's TRAIN_AUGMENT and TRAIN_ORDER
 SUBSTITUTES = 10  # unreadable training images in a row before giving up
 
 
-def _read(folder: ClassFolder, i: int) -> tuple[torch.Tensor | None, str]:
-    """The image and "" or None and "path: why it could not be read"."""
+def _read(folder: ClassFolder, i: int, read: Callable[[str], object]) -> tuple[object | None, str]:
+    """read(path) and "" or None and "path: why it could not be read"."""
     path = folder.path(i)
     try:
-        return read_rgb(path), ""
+        return read(path), ""
     except (OSError, RuntimeError) as err:
         return None, f"{path}: {str(err).strip().splitlines()[-1]}"
 
@@ -46,8 +57,8 @@ class TrainStream(IterableDataset):
     An unreadable image is replaced by the next readable file; its reason travels with the batch."""
 
     def __init__(self, folder: ClassFolder, batch_size: int, rank: int, world_size: int, seed: int,
-                 augment: Callable[[torch.Tensor, random.Random], torch.Tensor]):
-        self.folder, self.batch_size, self.seed, self.augment = folder, batch_size, seed, augment
+                 augment: Callable[[torch.Tensor, random.Random], object], read: Callable[[str], object] = read_rgb):
+        self.folder, self.batch_size, self.seed, self.augment, self.read = folder, batch_size, seed, augment, read
         self.share = batch_size // world_size
         self.first = rank * self.share
         self.batches_per_epoch = len(folder) // batch_size
@@ -63,12 +74,12 @@ class TrainStream(IterableDataset):
     def sample(self, step: int, position: int) -> tuple[torch.Tensor, int, str, int]:
         epoch, k = divmod(step, self.batches_per_epoch)
         i = int(self.order(epoch)[k * self.batch_size + position])
-        image, bad = _read(self.folder, i)
+        image, bad = _read(self.folder, i, self.read)
         for _ in range(SUBSTITUTES):
             if image is not None:
                 break
             i = (i + 1) % len(self.folder)
-            image = _read(self.folder, i)[0]
+            image = _read(self.folder, i, self.read)[0]
         if image is None:
             raise RuntimeError(f"{bad}, and the {SUBSTITUTES} files after it cannot be read either")
         rng = random.Random(f"{self.seed}/{step}/{position}")
@@ -96,19 +107,23 @@ class StreamLoader(DataLoader):
 
 
 class EvalImages(Dataset):
-    """The val images under one test protocol; an unreadable one yields a black placeholder and its reason."""
+    """The val images under one test protocol: views(read(path)); an unreadable one yields the views of a black
+    placeholder and its reason."""
 
-    def __init__(self, folder: ClassFolder, views: Callable[[torch.Tensor], object], placeholder: int):
-        self.folder, self.views, self.placeholder = folder, views, placeholder
+    def __init__(self, folder: ClassFolder, views: Callable[[torch.Tensor], object], placeholder: int,
+                 read: Callable[[str], object] = read_rgb, prepare: Callable[[object], object] | None = None):
+        self.folder, self.views, self.placeholder, self.read = folder, views, placeholder, read
+        self.prepare = prepare or views
 
     def __len__(self) -> int:
         return len(self.folder)
 
     def __getitem__(self, i: int) -> tuple[object, int, str]:
-        image, bad = _read(self.folder, i)
+        image, bad = _read(self.folder, i, self.read)
         if image is None:
-            image = torch.zeros(3, self.placeholder, self.placeholder, dtype=torch.uint8)
-        return self.views(image), int(self.folder.labels[i]), bad
+            return self.views(torch.zeros(3, self.placeholder, self.placeholder, dtype=torch.uint8)), \
+                int(self.folder.labels[i]), bad
+        return self.prepare(image), int(self.folder.labels[i]), bad
 
 
 class Shard(DistributedSampler):
@@ -134,9 +149,10 @@ class ImageNetDataModule(L.LightningDataModule):
                  eval_batch_size: int = 200, num_workers: int = 8, crop: int = 224, scale: tuple[int, int] = (256, 480),
                  flip: bool = True, lighting: float = 0.1, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
                  std: tuple[float, ...] | None = None, bad_images: str = "fail", eval_mode: str = "center",
-                 eval_resize: int = 256, eval_scales: tuple[int, ...] = (224, 256, 384, 480, 640), seed: int = 0):
+                 eval_resize: int = 256, eval_scales: tuple[int, ...] = (224, 256, 384, 480, 640), seed: int = 0,
+                 decode: str = "cpu"):
         super().__init__()
-        self.name, self.root, self.seed = name, root, seed
+        self.name, self.root, self.seed, self.decode = name, root, seed, decode
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.crop, self.scale, self.flip = crop, tuple(scale), flip
         self.eval_mode, self.eval_resize, self.eval_scales = eval_mode, eval_resize, tuple(eval_scales)
@@ -144,11 +160,12 @@ class ImageNetDataModule(L.LightningDataModule):
         self.normalize = ColourNormalize(mean, std, lighting)
         self.eval_names = ["test"]
         self.skipped: dict[str, str] = {}  # unreadable files seen with bad_images=skip: path -> reason
+        self.decoder: DeviceDecoder | None = None  # data.decode=gpu: made for the training device at setup
         self._check()
 
     def _check(self) -> None:
         for key, value, valid in (("data.bad_images", self.bad_images, BAD_IMAGES),
-                                  ("eval.mode", self.eval_mode, EVAL_MODES)):
+                                  ("eval.mode", self.eval_mode, EVAL_MODES), ("data.decode", self.decode, DECODERS)):
             if value not in valid:
                 raise UserError(f"{key}={value!r} is unknown; valid: {', '.join(valid)}.")
         if not (len(self.scale) == 2 and self.crop <= self.scale[0] <= self.scale[1]):
@@ -173,6 +190,12 @@ class ImageNetDataModule(L.LightningDataModule):
         return rank, world
 
     def setup(self, stage: str | None = None) -> None:
+        if self.decode == "gpu" and self.decoder is None:
+            device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+            if self.trainer is not None and device.type != "cuda":
+                raise UserError(f"data.decode=gpu decodes JPEGs on the training GPU, but this run trains on "
+                                f"{device.type}; use data.decode=cpu (the default off CUDA).")
+            self.decoder = DeviceDecoder(device, self._finish)
         classes = class_names(self.root)
         self.val = scan(self.root, "val", classes)
         if stage in (None, "fit") and not hasattr(self, "train"):
@@ -181,18 +204,27 @@ class ImageNetDataModule(L.LightningDataModule):
                 raise UserError(f"data.batch_size={self.batch_size} is larger than the {len(self.train)} training "
                                 f"images of {self.root}.")
 
-    def _loader_args(self) -> dict:
-        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return {"num_workers": self.num_workers, "pin_memory": on_gpu}
-
     def _global_step(self) -> int:
         return self.trainer.global_step if self.trainer is not None else 0
 
     def train_dataloader(self) -> StreamLoader:
         rank, world = self._ranks()
-        augment = partial(scale_augment, crop=self.crop, scale=self.scale, flip=self.flip)
-        stream = TrainStream(self.train, self.batch_size, rank, world, self.seed, augment)
+        augment = partial(train_item if self.decoder else scale_augment, crop=self.crop, scale=self.scale,
+                          flip=self.flip)
+        stream = TrainStream(self.train, self.batch_size, rank, world, self.seed, augment, self._reader())
         return StreamLoader(stream, self._global_step, batch_size=self.batch_size // world, **self._loader_args())
+
+    def _reader(self) -> Callable[[str], object]:
+        return load if self.decoder else read_rgb
+
+    def _loader_args(self) -> dict:
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return {"num_workers": self.num_workers, "pin_memory": on_gpu} | ({"collate_fn": collate} if self.decoder
+                                                                          else {})
+
+    def _finish(self, image: torch.Tensor, item: Encoded) -> object:
+        """What the workers would have made of a decoded image: its training crop, or its test views."""
+        return crop_window(image, item.window, self.crop) if item.window is not None else self.views(image)
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._ranks()
@@ -203,14 +235,23 @@ class ImageNetDataModule(L.LightningDataModule):
             # whole images of different shapes: one per batch
             "multi_scale": (partial(multi_scale_views, scales=self.eval_scales), 1),
         }[self.eval_mode]
-        images = EvalImages(self.val, views, self.crop)
+        self.views = views
+        images = EvalImages(self.val, views, self.crop, self._reader(),
+                            partial(eval_item, views=views) if self.decoder else None)
         return DataLoader(images, batch_size=batch, sampler=Shard(images, rank, world),
                           persistent_workers=self.num_workers > 0, **self._loader_args())
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
-        """Take the unreadable-file reasons (and a training batch's iteration) off the batch, on the host."""
+        """Take the unreadable-file reasons (and a training batch's iteration) off the batch, on the host; with
+        data.decode=gpu, decode the batch's files on the device."""
         x, y, bad, *step = batch
+        if self.decoder is not None:
+            x = default_collate(self.decoder(x))
         return x, y, {"bad": self._bad(bad), "step": int(step[0][0]) if step else None}
+
+    def teardown(self, stage: str) -> None:
+        if self.decoder is not None and self.decoder.cpu_decoded:
+            log.info(f"{self.decoder.cpu_decoded} image(s) were decoded on the CPU instead of the GPU")
 
     def _bad(self, reasons: list[str]) -> list[int]:
         """Rows read from unreadable files: a user error with bad_images=fail; counted and logged with skip."""

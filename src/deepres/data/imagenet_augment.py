@@ -1,11 +1,12 @@
 """The paper's ImageNet augmentation (section 3.4) and test views, split where each part is cheapest.
 
-In the DataLoader workers, one uint8 image at a time: scale augmentation (shorter side resized to a random length
-in [256, 480], a random 224 crop, a flip) and the test views (centre crop, 10 crops, whole images at several
-scales). On the training device, a whole batch at once: float conversion, AlexNet's PCA colour noise and the mean
-subtraction, so that the workers decode and resize, and the batch crosses to the GPU as uint8 (4x fewer bytes)."""
+One uint8 image at a time: scale augmentation (shorter side resized to a random length in [256, 480], a random 224
+crop, a flip) and the test views (centre crop, 10 crops, whole images at several scales), in the DataLoader workers
+(data.decode=cpu) or on the training device after its JPEG decoder (data.decode=gpu). Then a whole batch at once on
+the training device: float conversion, AlexNet's PCA colour noise and the mean subtraction."""
 import random
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torchvision.transforms.v2 import functional as TF
@@ -18,20 +19,40 @@ PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
               (-0.5836, -0.6948, 0.4203))
 
 
-def scale_augment(image: torch.Tensor, rng: random.Random, crop: int, scale: Sequence[int], flip: bool
-                  ) -> torch.Tensor:
-    """Resize the shorter side to a random length in [scale[0], scale[1]], take a random crop x crop window, mirror it
-    with probability 1/2.
+class Window(NamedTuple):
+    """Where the scale augmentation crops one image: a size x size square at (top, left) of the source image, resized
+    to crop x crop, then mirrored or not."""
+
+    top: int
+    left: int
+    size: int
+    flip: bool
+
+
+def draw_window(height: int, width: int, rng: random.Random, crop: int, scale: Sequence[int], flip: bool) -> Window:
+    """The paper's scale augmentation for a height x width image: shorter side resized to a random length in
+    [scale[0], scale[1]], a random crop x crop window, mirrored with probability 1/2.
 
     Only the window is resized: the same pixels as resizing the whole image and then cropping (up to rounding the
-    window to whole source pixels), at a fraction of the cost."""
-    h, w = image.shape[-2:]
-    factor = rng.randint(scale[0], scale[1]) / min(h, w)
-    top, left = rng.randint(0, round(h * factor) - crop), rng.randint(0, round(w * factor) - crop)
-    size = min(round(crop / factor), h, w)
-    top, left = min(round(top / factor), h - size), min(round(left / factor), w - size)
-    out = TF.resized_crop(image, top, left, size, size, [crop, crop], antialias=True)
-    return out.flip(-1) if flip and rng.random() < 0.5 else out
+    window to whole source pixels), at a fraction of the cost. Both decode paths (data.decode) draw here, from the
+    image's size alone, so they crop the same windows."""
+    factor = rng.randint(scale[0], scale[1]) / min(height, width)
+    top, left = rng.randint(0, round(height * factor) - crop), rng.randint(0, round(width * factor) - crop)
+    size = min(round(crop / factor), height, width)
+    top, left = min(round(top / factor), height - size), min(round(left / factor), width - size)
+    return Window(top, left, size, flip and rng.random() < 0.5)
+
+
+def crop_window(image: torch.Tensor, window: Window, crop: int) -> torch.Tensor:
+    """(3, crop, crop): the window of a uint8 image, resized and mirrored, on the image's device."""
+    out = TF.resized_crop(image, window.top, window.left, window.size, window.size, [crop, crop], antialias=True)
+    return out.flip(-1) if window.flip else out
+
+
+def scale_augment(image: torch.Tensor, rng: random.Random, crop: int, scale: Sequence[int], flip: bool
+                  ) -> torch.Tensor:
+    """The scale augmentation of a decoded image (draw_window, then crop_window)."""
+    return crop_window(image, draw_window(*image.shape[-2:], rng, crop, scale, flip), crop)
 
 
 def center_view(image: torch.Tensor, resize: int, crop: int) -> torch.Tensor:
