@@ -9,8 +9,9 @@ and batch:
                        sums on the device read every log_every_n_steps iterations, backward, SGD step (also the
                        training step of throughput.py and concurrent_runs.py)
 
-Both return seconds per iteration over `steps` iterations after `warmup`, with evaluation and checkpoints out of
-the timed window (they are not per-step costs)."""
+Both return the time per iteration over `steps` iterations after `warmup` (wall clock, and this process's CPU
+time, which a shared machine disturbs less), with evaluation and checkpoints out of the timed window (they are not
+per-step costs)."""
 import datetime
 import os
 import platform
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -133,13 +135,20 @@ def precision(switches: Mapping) -> str:
     return switches.get("precision") or if_cuda("auto", "bf16-mixed", "32-true")
 
 
+class StepTime(NamedTuple):
+    """Seconds per iteration: wall clock, and CPU time of this process (all its threads)."""
+
+    wall: float
+    cpu: float
+
+
 class Clock:
     """Wall time from the draw of batch `start` to the draw of batch `stop`: `stop - start` iterations of whichever
     loop draws them, timed in the data stream so that the timed loop runs no extra hook. `wait`, if given, is called
     before the clock starts (concurrent runs start their timed iterations together)."""
 
     def __init__(self, start: int, stop: int, wait: Callable[[], object] | None = None):
-        self.start, self.stop, self.wait, self.seconds = start, stop, wait, None
+        self.start, self.stop, self.wait, self.elapsed = start, stop, wait, None
 
     def batches(self, stream: Iterable) -> Iterator:
         for i, batch in enumerate(stream):
@@ -147,10 +156,11 @@ class Clock:
                 sync()
                 if i == self.start and self.wait is not None:
                     self.wait()
+                now = StepTime(time.perf_counter(), time.process_time())
                 if i == self.start:
-                    self.began = time.perf_counter()
+                    self.began = now
                 else:
-                    self.seconds = time.perf_counter() - self.began
+                    self.elapsed = StepTime(*(b - a for a, b in zip(self.began, now)))
             yield batch
 
 
@@ -164,8 +174,8 @@ class _Timed:
 
 def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
                         switches: Mapping = {}, depth: int = 20, progress_bar: bool = True,
-                        wait: Callable[[], object] | None = None) -> float:
-    """Seconds per iteration of the project's training path."""
+                        wait: Callable[[], object] | None = None) -> StepTime:
+    """Time per iteration of the project's training path."""
     torch.manual_seed(0)
     net = prepare(make_net(), switches)
     module = Classifier(net, partial(torch.optim.SGD, **SGD), paper_schedule(depth), data.eval_names)
@@ -181,12 +191,41 @@ def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar,
                             default_root_dir=run_dir)
         trainer.fit(module, data)
     data.clock = None
-    return clock.seconds / steps
+    return StepTime(*(t / steps for t in clock.elapsed))
+
+
+class BareModule(L.LightningModule):
+    """Lightning's own floor: the same net and SGD, the loss only (no schedule, sums, callbacks or logger)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.net.parameters(), **SGD)
+
+
+def bare_lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
+                             depth: int = 20) -> StepTime:
+    """Time per iteration of a bare LightningModule in a Trainer with nothing turned on."""
+    torch.manual_seed(0)
+    data.clock = clock = Clock(warmup, warmup + steps)
+    trainer = L.Trainer(accelerator="auto", devices=1, precision=precision({}), max_steps=warmup + steps + 1,
+                        max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
+                        benchmark=if_cuda("auto", True, None))
+    trainer.fit(BareModule(make_net()), data)
+    data.clock = None
+    return StepTime(*(t / steps for t in clock.elapsed))
 
 
 def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps: int, warmup: int,
-                    switches: Mapping = {}, depth: int = 20, wait: Callable[[], object] | None = None) -> float:
-    """Seconds per iteration of a hand-written loop with the same net, optimiser and schedule on `batches` (for
+                    switches: Mapping = {}, depth: int = 20, wait: Callable[[], object] | None = None) -> StepTime:
+    """Time per iteration of a hand-written loop with the same net, optimiser and schedule on `batches` (for
     the comparison, SyntheticCifar.stream(): the same stream and batch as the Lightning path)."""
     torch.manual_seed(0)
     dev = device()
@@ -198,8 +237,8 @@ def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps:
     sums, rows = torch.zeros(3, device=dev), []
     clock = Clock(warmup, warmup + steps, wait)
     for step, (x, y) in enumerate(clock.batches(batches)):
-        if clock.seconds is not None:
-            return clock.seconds / steps
+        if clock.elapsed is not None:
+            return StepTime(*(t / steps for t in clock.elapsed))
         if step and step % LOG_EVERY == 0:
             rows.append(sums.tolist())
             sums.zero_()

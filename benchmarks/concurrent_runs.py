@@ -33,7 +33,7 @@ def run(net: str, loop: str, compile: str | bool, batch: int, steps: int, warmup
                                       wait=barrier.wait)
     else:
         seconds = plain_step_time(cifar_net(depth), data.stream(), steps, warmup, switches, depth, wait=barrier.wait)
-    results.put(seconds)
+    results.put(seconds.wall)
 
 
 def aggregate(net: str, runs: int, loop: str, compile: str | bool, batch: int, steps: int, warmup: int) -> float:

@@ -8,10 +8,12 @@ With --folder it reads the JPEGs under DIR (e.g. a few class folders of the real
 
 Per core: one process, one thread, each path over the same files (3 passes, timed in chunks of 20 images):
   decode          torchvision.io.decode_image (libjpeg-turbo) -> uint8 RGB tensor
-  train sample    decode + the paper's scale augmentation as the DataLoader workers run it (this project)
+  train sample    decode + the paper's scale augmentation as the DataLoader workers run it (data.decode=cpu)
+  gpu-path worker what a worker does for data.decode=gpu: read the file, parse its JPEG header, draw the window
   eval sample     decode + shorter side 256 + centre 224 crop
   PIL train       PIL open/convert + resize shorter side + crop + flip + to tensor (the usual torchvision recipe)
-Workers: the training DataLoader (TrainStream) with N worker processes, batch 64, images/s over all workers."""
+Workers: the training DataLoader (TrainStream) with N worker processes, batch 64, images/s over all workers.
+With CUDA, also the device's share of data.decode=gpu: decode (nvJPEG) + crop/resize/flip of batches of 256."""
 import argparse
 import os
 import platform
@@ -31,8 +33,9 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from deepres.data.imagenet import StreamLoader, TrainStream
-from deepres.data.imagenet_augment import center_view, scale_augment
+from deepres.data.imagenet_augment import center_view, crop_window, scale_augment
 from deepres.data.imagenet_folder import class_names, read_rgb, scan
+from deepres.data.jpeg import DeviceDecoder, collate, load, train_item
 
 
 def write_photo_folder(root: Path, images: int, seed: int = 0) -> Path:
@@ -69,6 +72,7 @@ def per_core(paths: list[str], chunk: int = 20, passes: int = 3) -> dict[str, tu
     paths_ = {
         "decode": read_rgb,
         "train sample": lambda p: scale_augment(read_rgb(p), rng, 224, (256, 480), True),
+        "gpu-path worker": lambda p: train_item(load(p), rng, 224, (256, 480), True),
         "eval sample": lambda p: center_view(read_rgb(p), 256, 224),
         "PIL train": lambda p: pil_train(p, rng),
     }
@@ -100,6 +104,26 @@ def with_workers(root: Path, workers: int, batches: int = 12, batch: int = 64) -
     return batches * batch / (time.perf_counter() - start)
 
 
+def on_device(paths: list[str], batch: int = 256, passes: int = 5) -> float:
+    """Images/s of the device's share of data.decode=gpu (decode + crop/resize/flip, to a uint8 batch) on CUDA,
+    over batches of `batch` files read beforehand (best of `passes`)."""
+    device = torch.device("cuda")
+    decoder = DeviceDecoder(device, lambda image, item: crop_window(image, item.window, 224))
+    rng = random.Random(0)
+    files = [collate([(train_item(load(paths[(start + i) % len(paths)]), rng, 224, (256, 480), True), 0, "")
+                      for i in range(batch)])[0] for start in range(0, batch * 2, batch)]
+    torch.stack(decoder(files[0]))  # warm-up: nvJPEG's handles and buffers
+    times = []
+    for _ in range(passes):
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        for f in files:
+            torch.stack(decoder(f))
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - begin)
+    return len(files) * batch / min(times)
+
+
 def describe(paths: list[str]) -> str:
     sizes = [os.path.getsize(p) for p in paths]
     shapes = [Image.open(p).size for p in paths[::max(1, len(paths) // 50)]]
@@ -120,6 +144,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     rates = per_core(paths)
     workers = {w: with_workers(root, w) for w in args.workers}
+    device = on_device(paths) if torch.cuda.is_available() else None
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -133,6 +158,8 @@ def main() -> None:
         *(f"| {name} | {best:.0f} | {median:.0f} |" for name, (best, median) in rates.items()),
         "", "| training DataLoader workers | images/s in all |", "|---|---|",
         *(f"| {w} | {rate:.0f} |" for w, rate in workers.items()),
+        "", "data.decode=gpu, the device's share (decode + crop/resize/flip, batches of 256): " + (
+            f"{device:.0f} images/s on {torch.cuda.get_device_name()}" if device else "no CUDA device here"),
     ]
     if load > 0.5 * os.cpu_count():
         lines += ["", f"The machine was shared (load {load:.1f} on {os.cpu_count()} cores): the workers rows, which "

@@ -93,7 +93,7 @@ def run_one(net: str, flip: str, batch: int, steps: int, warmup: int) -> dict:
         data.setup()
         batches = data.stream()
     baseline = reset_peak_memory()
-    seconds = plain_step_time(make_net, batches, steps, warmup, switches, depth)
+    seconds = plain_step_time(make_net, batches, steps, warmup, switches, depth).wall
     return {"net": net, "config": flip, "batch": batch, "images_per_s": batch / seconds,
             "ms_per_step": 1e3 * seconds, "peak_memory_mb": peak_memory_mb() - baseline}
 

@@ -2,6 +2,7 @@
 (a CPU run stays fp32 and repeatable to the bit); torch.compile and activation checkpointing on request. Where a
 switch only acts on CUDA, its wiring and defaults are tested here."""
 from functools import partial
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -9,6 +10,7 @@ import torch
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import RichProgressBar
 
 from deepres.callbacks import StepProgressBar
 from deepres.checkpointing import RunCheckpoints
@@ -159,3 +161,18 @@ def test_training_steps_read_nothing_back_from_the_device(cifar10_root, tmp_path
     trainer.fit(module, data)
     assert {step for step, _ in reads} <= {0, 5, 10, 12}  # setting up, the rows at 5 and 10, the end
     assert {step for step, _ in reads} >= {5, 10}  # the rows do read (the check sees reads)
+
+
+def test_progress_bar_updates_every_n_steps_and_shows_the_rows(monkeypatch):
+    """Lightning's bar updates and redraws at every iteration, which cost a small net about 1 ms each."""
+    updates = []
+    monkeypatch.setattr(RichProgressBar, "on_train_batch_end", lambda self, trainer, *args: updates.append(
+        trainer.global_step))
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: {"v_num": 0})
+    bar = StepProgressBar()
+    assert bar.refresh_rate <= 4
+    for step in range(1, 26):
+        bar.on_train_batch_end(SimpleNamespace(global_step=step, max_steps=25), None, None, None, step - 1)
+    assert updates == [10, 20, 25]
+    module = SimpleNamespace(bar_metrics={"train/loss": 2.3, "train/error": 90.0})
+    assert bar.get_metrics(None, module) == {"v_num": 0, "train/loss": 2.3, "train/error": 90.0}

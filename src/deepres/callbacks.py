@@ -7,9 +7,9 @@ class StepProgressBar(RichProgressBar):
 
     Redrawn `refresh_rate` times a second and updated every `every_n_steps` iterations: with Lightning's defaults
     (redrawn up to 100 times a second, updated every iteration) the bar cost a small net about 1 ms per iteration
-    in a terminal (benchmarks/README.md)."""
+    in a terminal; a redraw takes about 1.4 ms, so 2 a second cost 0.3% of the time (benchmarks/README.md)."""
 
-    def __init__(self, refresh_rate: int = 4, every_n_steps: int = 10):
+    def __init__(self, refresh_rate: int = 2, every_n_steps: int = 10):
         super().__init__(refresh_rate=refresh_rate)
         self.every_n_steps = every_n_steps
 

@@ -1,0 +1,71 @@
+"""The benchmark scripts keep working: each of their paths runs here on tiny settings (their numbers are theirs
+to print, not for tests to judge), and a compiled run trains through train.py into a checkpoint a plain net loads."""
+import math
+import sys
+
+import torch
+from conftest import FAST, ROOT, run_train
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import common  # noqa: E402
+import concurrent_runs  # noqa: E402
+import imagenet_decode  # noqa: E402
+import loader  # noqa: E402
+import throughput  # noqa: E402
+
+from deepres.metrics_csv import read_rows  # noqa: E402
+from deepres.models import CifarResNet  # noqa: E402
+
+
+def small_data() -> common.SyntheticCifar:
+    data = common.SyntheticCifar(batch_size=16, train_images=256, test_images=32)
+    data.setup()
+    return data
+
+
+def test_lightning_and_plain_loops_time_their_iterations():
+    data = small_data()
+    for seconds in (common.lightning_step_time(common.tiny_net, data, steps=4, warmup=2),
+                    common.lightning_step_time(common.cifar_net(8), data, steps=2, warmup=1, progress_bar=False),
+                    common.bare_lightning_step_time(common.tiny_net, data, steps=4, warmup=2),
+                    common.plain_step_time(common.tiny_net, data.stream(), steps=4, warmup=2)):
+        assert 0 < seconds.wall < 10 and 0 < seconds.cpu
+
+
+def test_loader_benchmark_measures_both_pipelines():
+    data = small_data()
+    rate, cores = loader.measure(iter(data.stream()), 3, passes=1)
+    assert rate > 0 and cores >= 0  # CPU time is counted in ticks of 10 ms: a few tiny batches may take none
+    dataset = loader.PILCifar(data.train_images, data.train_labels, [0.5] * 3, [0.25] * 3)
+    batches = iter(torch.utils.data.DataLoader(dataset, 32, num_workers=1))
+    rate, cores = loader.measure(batches, 1, passes=1)
+    assert rate > 0 and cores >= 0
+
+
+def test_imagenet_decode_benchmark_times_every_path(tmp_path):
+    root = imagenet_decode.write_photo_folder(tmp_path, images=8)
+    paths = [str(p) for p in sorted((root / "train").rglob("*.JPEG"))]
+    rates = imagenet_decode.per_core(paths, chunk=4, passes=1)
+    assert list(rates) == ["decode", "train sample", "gpu-path worker", "eval sample", "PIL train"]
+    assert all(best >= median > 0 for best, median in rates.values())
+    assert imagenet_decode.with_workers(root, workers=1, batches=1, batch=4) > 0
+
+
+def test_throughput_runs_each_switch_in_its_own_process():
+    result = throughput.run_isolated("resnet8", "model.checkpoint_activations=true", 8, 2, 1, timeout=120)
+    assert result["config"] == "model.checkpoint_activations=true" and result["images_per_s"] > 0
+    result = throughput.run_one("imagenet-plain18", "defaults", 2, 1, 1)
+    assert result["images_per_s"] > 0 and result["peak_memory_mb"] > 0
+
+
+def test_concurrent_runs_train_together():
+    assert concurrent_runs.aggregate("resnet8", 2, "plain", False, batch=8, steps=2, warmup=1) > 0
+
+
+def test_a_compiled_run_trains_and_its_checkpoint_loads_into_a_plain_net(cifar10_root, tmp_path):
+    run_train(*FAST, "trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.val_check_interval=2",
+              "model.compile=true", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [r["step"] for r in rows] == [1, 2] and math.isfinite(rows[-1]["test/error"])
+    state = torch.load(tmp_path / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    CifarResNet(8).load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
