@@ -10,6 +10,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
 import concurrent_runs  # noqa: E402
 import imagenet_decode  # noqa: E402
+import imagenet_input  # noqa: E402
 import loader  # noqa: E402
 import throughput  # noqa: E402
 
@@ -49,6 +50,12 @@ def test_imagenet_decode_benchmark_times_every_path(tmp_path):
     assert list(rates) == ["decode", "train sample", "gpu-path worker", "eval sample", "PIL train"]
     assert all(best >= median > 0 for best, median in rates.values())
     assert imagenet_decode.with_workers(root, workers=1, batches=1, batch=4) > 0
+
+
+def test_imagenet_input_benchmark_trains_from_each_cpu_input(tmp_path):
+    root = str(imagenet_decode.write_photo_folder(tmp_path, images=8))
+    for inputs in ("synthetic", "cpu"):
+        assert imagenet_input.images_per_second(18, inputs, root, steps=1, warmup=1, workers=0, batch=4) > 0
 
 
 def test_throughput_runs_each_switch_in_its_own_process():

@@ -80,17 +80,23 @@ def train(cfg: DictConfig) -> dict:
         _finish_wandb()
 
 
-def _fit(cfg: DictConfig, run: RunDir, overrides: str) -> dict:
-    started = time.time()
-    previous_wall = run.status().get("wall_time_s", 0.0)
-    run.write_status(status="running", name=cfg.name, overrides=overrides, reason="")
-    L.seed_everything(cfg.seed, verbose=False)
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
+    """The run's DataModule and LightningModule (its net, optimiser and schedule) from its config."""
     datamodule = instantiate(cfg.data)
     net = prepare(instantiate(constructor_config(cfg.model), num_classes=datamodule.num_classes), cfg.model)
     schedule = instantiate(cfg.schedule, max_steps=cfg.trainer.max_steps, depth=cfg.model.depth)
     module = Classifier(net, instantiate(cfg.optimizer), schedule, datamodule.eval_names,
                         top5=getattr(datamodule, "top5", False))
-    run.check_free_space(checkpoint_bytes(net))
+    return datamodule, module
+
+
+def _fit(cfg: DictConfig, run: RunDir, overrides: str) -> dict:
+    started = time.time()
+    previous_wall = run.status().get("wall_time_s", 0.0)
+    run.write_status(status="running", name=cfg.name, overrides=overrides, reason="")
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule, module = build(cfg)
+    run.check_free_space(checkpoint_bytes(module.net))
     loggers = _build_loggers(cfg, run)
     checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
     callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
