@@ -118,8 +118,8 @@ class Classifier(L.LightningModule):
                                    f"finite loss {self.last_finite:.4g}); lower optimizer.lr or check the data.")
                 self.last_finite = loss
             self.checked_to = self.global_step
-        state = self.net.state_dict().values()
-        if weights and not all(torch.isfinite(t).all() for t in state if t.is_floating_point()):
+        if weights and not all(torch.isfinite(t).all() for t in self.net.state_dict().values()
+                               if t.is_floating_point()):
             raise Diverged(f"training diverged: weights became NaN or infinite by iteration {self.global_step} (last "
                            f"finite loss {self.last_finite:.4g}); lower optimizer.lr or check the data.")
 
