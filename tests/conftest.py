@@ -39,8 +39,9 @@ def smoke_sweep(tmp_path_factory) -> Path:
     """`make smoke-fig6` for real: the Fig. 6 sweep (9 nets, 4 iterations each) on generated data, then the Fig. 1,
     Fig. 6, Table 6 and Fig. 7 reports; shared by the report and notebook tests."""
     sweep = tmp_path_factory.mktemp("smoke-fig6")
-    # -o: never (re)install from inside the tests; PY: the interpreter running them; not a sub-make of `make test`
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    # -o: never (re)install from inside the tests; PY: the interpreter running them; not a sub-make of `make test`,
+    # whose command-line variables (`make test ARGS=...`) reach the environment
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "SEEDS")}
     proc = subprocess.run(["make", "-o", ".venv/.installed", "smoke-fig6", f"SMOKE_DIR={sweep}",
                            f"PY={sys.executable}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
