@@ -120,10 +120,10 @@ class EvalImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[object, int, str]:
         image, bad = _read(self.folder, i, self.read)
+        label = int(self.folder.labels[i])
         if image is None:
-            return self.views(torch.zeros(3, self.placeholder, self.placeholder, dtype=torch.uint8)), \
-                int(self.folder.labels[i]), bad
-        return self.prepare(image), int(self.folder.labels[i]), bad
+            return self.views(torch.zeros(3, self.placeholder, self.placeholder, dtype=torch.uint8)), label, bad
+        return self.prepare(image), label, bad
 
 
 class Shard(DistributedSampler):
