@@ -14,17 +14,7 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
 DIR=${SLURM_CI_DIR:-/tmp/slurm-ci}
 PURGE=0; [ "${1:-}" = --purge ] && PURGE=1
 
-# running <pid>: process exists and is not a zombie.  Orphaned daemons are reaped by
-# PID 1; a container init may do that late (seen: ~2 s) or never (bash/sleep as PID 1),
-# and a zombie still has /proc/<pid>/comm.
-running() { local st; st=$(sed -n 's/^State:[[:space:]]*\(.\).*/\1/p' "/proc/$1/status" 2>/dev/null); [ -n "$st" ] && [ "$st" != Z ] && [ "$st" != X ]; }
-
-alive() {
-    local pf=$1 comm=$2 pid
-    [ -s "$pf" ] || return 1
-    pid=$(cat "$pf" 2>/dev/null) || return 1
-    [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] && running "$pid"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/slurm-procs.sh"  # running, alive
 
 # term <pidfile> <comm>: send SIGTERM, remember pid; reap: wait for all, SIGKILL stragglers
 PIDS=()
