@@ -14,7 +14,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import commit, machine, sync
+from common import NEVER, commit, machine, sync
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
@@ -23,7 +23,6 @@ from deepres.data.imagenet import ImageNetDataModule
 from deepres.train import build
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-NEVER = 10**9
 
 
 class SyntheticImageNet(ImageNetDataModule):

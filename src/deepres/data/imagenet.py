@@ -219,8 +219,8 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def _loader_args(self) -> dict:
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        return {"num_workers": self.num_workers, "pin_memory": on_gpu} | ({"collate_fn": collate} if self.decoder
-                                                                          else {})
+        args = {"num_workers": self.num_workers, "pin_memory": on_gpu}
+        return {**args, "collate_fn": collate} if self.decoder is not None else args
 
     def _finish(self, image: torch.Tensor, item: Encoded) -> object:
         """What the workers would have made of a decoded image: its training crop, or its test views."""

@@ -74,7 +74,12 @@ def scan(root: str | Path, split: str, classes: list[str]) -> ClassFolder:
 
 
 def read_rgb(path: str) -> torch.Tensor:
-    """uint8 (3, H, W) through torchvision's libjpeg-turbo path. decode_image picks the decoder by content, so
-    greyscale and CMYK JPEGs and PNGs named .JPEG (ImageNet has a few of each) all come out RGB.
+    """uint8 (3, H, W) through torchvision's libjpeg-turbo path (decode_rgb).
     Raises OSError or RuntimeError for a file that cannot be read or decoded."""
-    return decode_image(read_file(path), mode=ImageReadMode.RGB)
+    return decode_rgb(read_file(path))
+
+
+def decode_rgb(data: torch.Tensor) -> torch.Tensor:
+    """A file's bytes to uint8 (3, H, W) on the CPU. decode_image picks the decoder by content, so greyscale and CMYK
+    JPEGs and PNGs named .JPEG (ImageNet has a few of each) all come out RGB."""
+    return decode_image(data, mode=ImageReadMode.RGB)

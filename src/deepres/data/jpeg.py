@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_leaves, tree_map
 from torch.utils.data import default_collate
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from deepres.data.imagenet_augment import Window, draw_window, scale_augment
+from deepres.data.imagenet_folder import decode_rgb
 
 log = logging.getLogger("deepres")
 
@@ -50,7 +51,7 @@ def load(path: str) -> Jpeg | torch.Tensor:
     Raises OSError or RuntimeError for a file that cannot be read or decoded."""
     data = read_file(path)
     size = colour_jpeg_size(data)
-    return Jpeg(data, *size) if size else decode_image(data, mode=ImageReadMode.RGB)
+    return Jpeg(data, *size) if size else decode_rgb(data)
 
 
 def train_item(image: Jpeg | torch.Tensor, rng, crop: int, scale: Sequence[int], flip: bool) -> Encoded | CpuDecoded:
@@ -176,7 +177,7 @@ class DeviceDecoder:
             return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError as err:
             self._count(1, f"refused by the {self.device.type} decoder: {str(err).strip()[:200]}")
-            return decode_image(data, mode=ImageReadMode.RGB).to(self.device)
+            return decode_rgb(data).to(self.device)
 
     def _to_device(self, value):
         return value.to(self.device, non_blocking=True) if isinstance(value, torch.Tensor) else value
