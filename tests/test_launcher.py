@@ -61,7 +61,7 @@ def test_local_launcher_runs_at_most_array_parallelism_jobs_at_once(tmp_path):
     launcher = _launcher(tmp_path, "hydra/launcher=local", "hydra.launcher.array_parallelism=2")
     assert type(launcher).__name__ == "LocalLauncher"
     executor = Executor()
-    assert len(launcher._submit(executor, [()] * 5)) == 5
+    assert len(launcher._submit(executor, [(print, ())] * 5)) == 5
     assert executor.most_running == 2
 
 
@@ -79,7 +79,7 @@ def test_a_job_that_ended_without_a_result_is_marked_failed(tmp_path, recorded):
         run.write_status(status=recorded)
     launcher = _launcher(tmp_path, "hydra/launcher=slurm")
     launcher._job_dir = lambda overrides: run.path
-    result = launcher._result(KilledJob(), ["model.depth=8"])
+    result = launcher._results(KilledJob(), [(["model.depth=8"], 3)])[3]
     assert result.status == JobStatus.COMPLETED and result.return_value is None  # the sweep goes on
     status = json.loads((run.path / "status.json").read_text())
     if recorded == "completed":

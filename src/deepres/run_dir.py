@@ -9,6 +9,7 @@ import secrets
 import shutil
 from pathlib import Path
 
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from deepres.atomic import atomic_write_text
@@ -82,6 +83,11 @@ class RunDir:
             if (self.checkpoints / name).is_file():
                 return self.checkpoints / name
         return None
+
+    def resume_step(self) -> int:
+        """The iteration the run resumes from: 0 without a checkpoint."""
+        path = self.resume_checkpoint()
+        return 0 if path is None else torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
 
     @rank_zero_only
     def wandb_id(self) -> str:

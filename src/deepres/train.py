@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -39,15 +40,18 @@ class _DropLightningTips(logging.Filter):
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
 
 
-def _build_loggers(cfg: DictConfig, run: RunDir) -> list:
+def build_loggers(cfg: DictConfig, run: RunDir, **wandb_init) -> list:
+    """metrics.csv first, then the configured logger (W&B: with the run's id, and `wandb_init` for wandb.init)."""
     loggers = [MetricsCSVLogger(run.path)]
     if cfg.get("logger"):
-        extra = {"id": run.wandb_id()} if "Wandb" in cfg.logger._target_ else {}
+        extra = {"id": run.wandb_id(), **wandb_init} if "Wandb" in cfg.logger._target_ else {}
         loggers.append(instantiate(cfg.logger, **extra))
+    for logger in loggers[1:]:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     return loggers
 
 
-def _final_metrics(csv_logger: MetricsCSVLogger) -> dict:
+def final_metrics(csv_logger: MetricsCSVLogger) -> dict:
     last = {}
     for step in sorted(csv_logger.rows):
         last.update(csv_logger.rows[step])
@@ -70,7 +74,7 @@ def train(cfg: DictConfig) -> dict:
         run.write_status(status="interrupted", reason=str(stop))
         raise
     except Exception as err:
-        err = _explain_failure(err, run)
+        err = explain_failure(err, run)
         if run.status():
             with contextlib.suppress(OSError):  # the disk may be full
                 run.write_status(status="failed", reason=f"{type(err).__name__}: {err}")
@@ -97,28 +101,39 @@ def _fit(cfg: DictConfig, run: RunDir, overrides: str) -> dict:
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, module = build(cfg)
     run.check_free_space(checkpoint_bytes(module.net))
-    loggers = _build_loggers(cfg, run)
+    loggers = build_loggers(cfg, run)
+    trainer, checkpoints = make_trainer(cfg, run, loggers, AtomicCheckpointIO())
+    fit(trainer, checkpoints, module, datamodule, run.resume_checkpoint())
+    loggers[0].save()
+    return run.write_status(status="completed", steps=trainer.global_step, **final_metrics(loggers[0]),
+                            wall_time_s=round(previous_wall + time.time() - started, 1))
+
+
+def make_trainer(cfg: DictConfig, run: RunDir, loggers: list | bool,
+                 checkpoint_io: AtomicCheckpointIO) -> tuple[L.Trainer, RunCheckpoints]:
+    """The Trainer of cfg.trainer, with the run's checkpoints (in run.checkpoints, written by checkpoint_io)."""
     checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
     callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers,
-                          plugins=[AtomicCheckpointIO(), *cluster_plugins()], default_root_dir=str(run.path))
-    for logger in loggers[1:]:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+                          plugins=[checkpoint_io, *cluster_plugins()], default_root_dir=str(run.path))
+    return trainer, checkpoints
+
+
+def fit(trainer: L.Trainer, checkpoints: RunCheckpoints, module: L.LightningModule,
+        datamodule: L.LightningDataModule, ckpt_path: Path | None) -> None:
+    """Train to trainer.max_steps (from ckpt_path when given), evaluate the last iteration, save final.ckpt."""
     # Lightning ends a SIGTERM'd fit with SIGTERMException (exit status 0); our handler has saved the checkpoint by
     # then and Interrupted below gives the run its status and exit code.
     with graceful_stop(checkpoints.request_stop), contextlib.suppress(SIGTERMException):
-        trainer.fit(module, datamodule, ckpt_path=run.resume_checkpoint())
+        trainer.fit(module, datamodule, ckpt_path=ckpt_path)
     if checkpoints.stop_signal is not None and trainer.global_step < trainer.max_steps:
         raise Interrupted(checkpoints.stop_signal)
     if trainer.global_step % trainer.val_check_batch:
         trainer.validate(module, datamodule, verbose=False)
     checkpoints.save_final(trainer)
-    loggers[0].save()
-    return run.write_status(status="completed", steps=trainer.global_step, **_final_metrics(loggers[0]),
-                            wall_time_s=round(previous_wall + time.time() - started, 1))
 
 
-def _explain_failure(err: Exception, run: RunDir) -> Exception:
+def explain_failure(err: Exception, run: RunDir) -> Exception:
     """Add what was kept to a divergence, and turn a full disk into a user error."""
     kept = run.checkpoints / LAST
     kept = f"the last good checkpoint is {kept}" if kept.is_file() else "no checkpoint had been saved yet"

@@ -5,7 +5,7 @@ import lightning as L
 import torch
 
 from deepres.data.cifar_files import download, layout, read_split
-from deepres.data.gpu_augment import EvalStream, TrainStream, generator
+from deepres.data.gpu_augment import EvalStream, PackedStream, TrainStream, generator
 from deepres.errors import UserError
 
 NORMALIZATIONS = ("per_pixel", "per_channel")
@@ -83,9 +83,26 @@ class CifarDataModule(L.LightningDataModule):
         """(rank, world size): each process trains on its slice of the global batch and evaluates everything."""
         return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
 
-    def train_dataloader(self) -> TrainStream:
+    def train_stream(self, seed: int) -> TrainStream:
+        """The training batches that data.seed=`seed` draws (order and augmentation)."""
         return TrainStream(self.train_images, self.train_labels, self.normalize, self.batch_size, self.padding,
-                           self.flip, self.seed, self._global_step, self._shard())
+                           self.flip, seed, self._global_step, self._shard())
+
+    def train_dataloader(self) -> TrainStream:
+        return self.train_stream(self.seed)
 
     def val_dataloader(self) -> list[EvalStream]:
         return [EvalStream(x, y, self.normalize, self.eval_batch_size) for x, y in self.eval_sets]
+
+
+class PackedCifarDataModule(CifarDataModule):
+    """The data of a pack (models/packed.py): member k trains on the batches of its own seed, seeds[k], in channels
+    3k..3k+2; labels (B, K). Evaluation batches are the single run's: every member sees the same images."""
+
+    def __init__(self, seeds: list[int], **data):
+        super().__init__(**data)
+        self.seeds = list(seeds)
+
+    def train_dataloader(self) -> PackedStream:
+        streams = {seed: self.train_stream(seed) for seed in self.seeds}
+        return PackedStream([streams[seed] for seed in self.seeds])

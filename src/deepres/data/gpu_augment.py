@@ -76,6 +76,21 @@ class TrainStream:
             step += 1
 
 
+class PackedStream:
+    """The batches of several TrainStreams as one: images side by side along the channels, labels (B, K). A stream
+    listed twice (members of one seed) draws its batch once."""
+
+    def __init__(self, streams: list[TrainStream]):
+        self.streams = streams
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        iterators = {id(s): iter(s) for s in self.streams}
+        while True:
+            batches = {key: next(it) for key, it in iterators.items()}
+            xs, ys = zip(*(batches[id(s)] for s in self.streams))
+            yield torch.cat(xs, 1), torch.stack(ys, 1)
+
+
 class EvalStream:
     """The evaluation images in order, normalised, unaugmented (the paper tests on the original image only)."""
 

@@ -14,22 +14,28 @@ requeues the job (`max_num_timeout` times), and the requeued job re-runs the sam
 which resumes from checkpoints/last.ckpt. A job that SLURM preempts or that is `scontrol requeue`d re-runs the same
 way. Lightning's own SLURM requeue (SIGUSR1) is switched off in the job (see `cluster_plugins`)."""
 import logging
+import sys
 import time
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, setup_globals
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 _INIT_KEYS = ("submitit_folder", "max_num_timeout")
 
 
 class _SweepLauncher(BaseSubmititLauncher):
+    def __init__(self, max_pack_size: int = 1, **params: Any) -> None:
+        super().__init__(**params)
+        self.max_pack_size = max_pack_size
+
     def _executor(self):
         import submitit
 
@@ -43,18 +49,18 @@ class _SweepLauncher(BaseSubmititLauncher):
         return executor
 
     @abstractmethod
-    def _submit(self, executor, job_args: list[tuple]) -> list:
-        """Submit one job per element of job_args (the arguments of self.__call__); return the submitit jobs."""
+    def _submit(self, executor, calls: list[tuple[Callable, tuple]]) -> list:
+        """Submit fn(*args) for each (fn, args) of calls; return the submitit jobs."""
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         """Submit the sweep's jobs, except those whose run has completed (a re-launched sweep does not queue them
-        again), and wait for them all."""
+        again), runs that may share a network as packs of at most max_pack_size, and wait for them all."""
         from deepres.run_dir import RunDir
 
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
-        returns, job_args = {}, []
+        returns, todo = {}, []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             status = RunDir(self._job_dir(list(overrides))).status()
             finished = status.get("status") == "completed"
@@ -62,34 +68,118 @@ class _SweepLauncher(BaseSubmititLauncher):
             if finished:
                 returns[idx] = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=status)
             else:
-                job_args.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-        jobs = self._submit(self._executor(), job_args) if job_args else []
-        returns.update({args[2]: self._result(job, args[0]) for job, args in zip(jobs, job_args)})
+                todo.append((list(overrides), idx))
+        groups = self._packs(todo) if self.max_pack_size > 1 else [[job] for job in todo]
+        state = Singleton.get_state()
+        calls = [(self, (group[0][0], "hydra.sweep.dir", group[0][1], f"job_id_for_{group[0][1]}", state))
+                 if len(group) == 1 else (PackJob(self), (group, state)) for group in groups]
+        jobs = self._submit(self._executor(), calls) if calls else []
+        for job, group in zip(jobs, groups):
+            returns.update(self._results(job, group))
         return [returns[idx] for idx in sorted(returns)]
 
-    def _result(self, job, overrides: list[str]) -> JobReturn:
-        """The job's JobReturn; for a job that ended without one, mark its run failed and return an empty one."""
+    def _packs(self, todo: list[tuple[list[str], int]]) -> list[list[tuple[list[str], int]]]:
+        """The jobs in groups of those that may share a network (see deepres.packed_train.pack_key) and stand at
+        the same iteration, at most max_pack_size each; a job that packs with no other is a group of one."""
+        from deepres.packed_train import pack_key
+        from deepres.run_dir import RunDir
+
+        by_key: dict[tuple, list] = {}
+        for overrides, idx in todo:
+            key = pack_key(self.hydra_context.config_loader.load_sweep_config(self.config, overrides))
+            step = RunDir(self._job_dir(overrides)).resume_step()
+            by_key.setdefault((key, step) if key is not None else ("alone", idx), []).append((overrides, idx))
+        groups = [jobs[i:i + self.max_pack_size] for jobs in by_key.values()
+                  for i in range(0, len(jobs), self.max_pack_size)]
+        for group in groups:
+            if len(group) > 1:
+                log.info(f"\tpacked as one network: #{', #'.join(str(idx) for _, idx in group)}")
+        return groups
+
+    def run_pack(self, group: list[tuple[list[str], int]], singleton_state: dict) -> list[JobReturn]:
+        """In the job: compose each member's config as Hydra composes a job's (its run directory, .hydra/ files),
+        then train them together."""
+        import submitit
+
+        from deepres.errors import UserError
+        from deepres.packed_train import Member, train_pack
+        from deepres.run_dir import RunDir
+        from deepres.signals import Interrupted
+
+        Singleton.set_state(singleton_state)
+        setup_globals()
+        returns = []
+        for overrides, idx in group:
+            config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            with open_dict(config.hydra.job) as job:
+                job.id = submitit.JobEnvironment().job_id
+                job.num = idx
+            returns.append(run_job(hydra_context=self.hydra_context, task_function=_resolved, config=config,
+                                   job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+        members = [Member(ret.return_value, RunDir(ret.hydra_cfg.hydra.runtime.output_dir), " ".join(ret.overrides))
+                   for ret in returns]
+        try:
+            statuses = train_pack(members)
+        except Interrupted as stop:
+            log.warning(f"{stop}: checkpoints saved; re-run the same command to resume")
+            sys.exit(128 + stop.signum)
+        except UserError as err:
+            log.error(f"pack failed: {err}")
+            statuses = [None] * len(members)
+        except Exception:
+            log.exception("pack failed")
+            statuses = [None] * len(members)
+        for ret, status in zip(returns, statuses):
+            ret.return_value = status
+        return returns
+
+    def _results(self, job, group: list[tuple[list[str], int]]) -> dict[int, JobReturn]:
+        """The JobReturn of each job of the group (a pack returns one per member); for a job that ended without
+        them, mark each run failed and return empty ones."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
 
         from deepres.run_dir import RunDir
 
         try:
-            return job.results()[0]
+            result = job.results()[0]
+            return dict(zip((idx for _, idx in group), result if isinstance(result, list) else [result]))
         except (UncompletedJobError, FailedJobError) as err:
             if isinstance(err, UncompletedJobError):
                 verdict = f"ended {job.state} without a result"
             else:
                 verdict = f"raised {str(err).strip().splitlines()[-1]}"
             reason = f"{self._EXECUTOR} job {job.job_id} {verdict} (log: {job.paths.stderr})"
-            run = RunDir(self._job_dir(overrides))
-            if run.status().get("status") in (None, "running"):  # it had no chance to record how it ended
-                run.write_status(status="failed", overrides=" ".join(overrides), reason=reason)
-            log.error(f"job {' '.join(overrides)}: {reason}")
-            return JobReturn(overrides=overrides, status=JobStatus.COMPLETED)
+            for overrides, _ in group:
+                run = RunDir(self._job_dir(overrides))
+                if run.status().get("status") in (None, "running"):  # it had no chance to record how it ended
+                    run.write_status(status="failed", overrides=" ".join(overrides), reason=reason)
+                log.error(f"job {' '.join(overrides)}: {reason}")
+            return {idx: JobReturn(overrides=overrides, status=JobStatus.COMPLETED) for overrides, idx in group}
 
     def _job_dir(self, overrides: list[str]) -> Path:
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+
+
+def _resolved(cfg: DictConfig) -> DictConfig:
+    """A pack member's task: its config, resolved while Hydra holds the member's job context."""
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+class PackJob:
+    """A pack as a submitit job, requeued (SLURM timeout, preemption) like a single job: it runs again in full and
+    its members resume from their checkpoints."""
+
+    def __init__(self, launcher: _SweepLauncher):
+        self.launcher = launcher
+
+    def __call__(self, group: list[tuple[list[str], int]], singleton_state: dict) -> list[JobReturn]:
+        return self.launcher.run_pack(group, singleton_state)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 class SlurmLauncher(_SweepLauncher):
@@ -97,8 +187,9 @@ class SlurmLauncher(_SweepLauncher):
 
     _EXECUTOR = "slurm"
 
-    def _submit(self, executor, job_args: list[tuple]) -> list:
-        return executor.map_array(self, *zip(*job_args))
+    def _submit(self, executor, calls: list[tuple[Callable, tuple]]) -> list:
+        with executor.batch():
+            return [executor.submit(fn, *args) for fn, args in calls]
 
 
 class LocalLauncher(_SweepLauncher):
@@ -110,12 +201,12 @@ class LocalLauncher(_SweepLauncher):
         super().__init__(**params)
         self.parallelism = array_parallelism
 
-    def _submit(self, executor, job_args: list[tuple]) -> list:
+    def _submit(self, executor, calls: list[tuple[Callable, tuple]]) -> list:
         jobs = []
-        for args in job_args:
+        for fn, args in calls:
             while sum(not job.done() for job in jobs) >= self.parallelism:
                 time.sleep(0.5)
-            jobs.append(executor.submit(self, *args))
+            jobs.append(executor.submit(fn, *args))
         return jobs
 
 
