@@ -149,11 +149,11 @@ class PackedClassifier(L.LightningModule):
         self.losses[self.global_step % len(self.losses)] = per_member.detach()
         return per_member.sum()
 
-    def _fail(self, member: int, message: str) -> None:
+    def _fail(self, member: int, err: Diverged) -> None:
         self.failed.add(member)
         self.net.freeze(member)
         self.optimizers().optimizer.freeze(member)
-        self.on_failure(member, Diverged(message))
+        self.on_failure(member, err)
 
     def check_finite(self, weights: bool = False) -> None:
         """Freeze (and report) every member whose loss so far, or with weights=True whose weights or BN statistics,
@@ -166,16 +166,14 @@ class PackedClassifier(L.LightningModule):
                     if math.isfinite(loss):
                         self.last_finite[k] = loss
                     else:
-                        self._fail(k, f"training diverged: the loss became NaN or infinite at iteration {step} (last "
-                                      f"finite loss {self.last_finite[k]:.4g}); lower optimizer.lr or check the data.")
+                        self._fail(k, Diverged.loss(step, self.last_finite[k]))
             self.checked_to = self.global_step
         if weights:
             tensors = [t.unflatten(0, (self.net.members, -1)) for t in self.net.state_dict().values()
                        if t.is_floating_point() and t.dim()]
             for k in self.live:
                 if not all(torch.isfinite(t[k]).all() for t in tensors):
-                    self._fail(k, f"training diverged: weights became NaN or infinite by iteration {self.global_step} "
-                                  f"(last finite loss {self.last_finite[k]:.4g}); lower optimizer.lr or check the data.")
+                    self._fail(k, Diverged.weights(self.global_step, self.last_finite[k]))
         if not self.live:
             raise Diverged("every run of the pack diverged; each one's status.json says when.")
 

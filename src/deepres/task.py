@@ -17,6 +17,16 @@ from deepres.schedule import IterationSchedule
 class Diverged(UserError):
     """The training loss became NaN or infinite."""
 
+    @classmethod
+    def loss(cls, step: int, last_finite: float) -> "Diverged":
+        return cls(f"training diverged: the loss became NaN or infinite at iteration {step} (last finite loss "
+                   f"{last_finite:.4g}); lower optimizer.lr or check the data.")
+
+    @classmethod
+    def weights(cls, step: int, last_finite: float) -> "Diverged":
+        return cls(f"training diverged: weights became NaN or infinite by iteration {step} (last finite loss "
+                   f"{last_finite:.4g}); lower optimizer.lr or check the data.")
+
 
 def view_scores(net: nn.Module, x: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     """Class scores of a batch with one view per image (B, C, H, W): the logits. With several views per image
@@ -114,14 +124,12 @@ class Classifier(L.LightningModule):
             for step in range(self.checked_to + 1, self.global_step + 1):
                 loss = losses[(step - 1) % len(losses)]
                 if not math.isfinite(loss):
-                    raise Diverged(f"training diverged: the loss became NaN or infinite at iteration {step} (last "
-                                   f"finite loss {self.last_finite:.4g}); lower optimizer.lr or check the data.")
+                    raise Diverged.loss(step, self.last_finite)
                 self.last_finite = loss
             self.checked_to = self.global_step
         if weights and not all(torch.isfinite(t).all() for t in self.net.state_dict().values()
                                if t.is_floating_point()):
-            raise Diverged(f"training diverged: weights became NaN or infinite by iteration {self.global_step} (last "
-                           f"finite loss {self.last_finite:.4g}); lower optimizer.lr or check the data.")
+            raise Diverged.weights(self.global_step, self.last_finite)
 
     def on_train_end(self) -> None:
         if self.train_sums[2] > 0:
