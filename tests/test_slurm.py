@@ -37,9 +37,9 @@ def _job_dirs(sweep_dir) -> dict[str, object]:
     return {json.loads(p.read_text())["name"]: p.parent for p in sweep_dir.glob("*/status.json")}
 
 
-def _start_sweep(sweep_dir, *overrides: str) -> subprocess.Popen:
+def _start_sweep(sweep_dir, *overrides: str, launcher: tuple[str, ...] = tuple(SLURM)) -> subprocess.Popen:
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.Popen(train_cmd("-m", *overrides, f"hydra.sweep.dir={sweep_dir}", *SLURM), cwd=ROOT, env=env,
+    return subprocess.Popen(train_cmd("-m", *overrides, f"hydra.sweep.dir={sweep_dir}", *launcher), cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -138,3 +138,33 @@ def test_ddp_job_runs_one_process_per_slurm_task(cifar10_root, tmp_path):
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in job_log(tmp_path, job)
     (run,) = _job_dirs(tmp_path).values()
     assert_matches(run, 2, *overrides)
+
+
+def test_a_pack_is_a_task_of_the_sweeps_array_job_and_resumes_when_requeued(cifar10_root, tmp_path, monkeypatch):
+    """Four runs, packs of at most three: one array job of two tasks (a pack of three, a run alone). The pack is
+    requeued at its first checkpoint and its runs end as those of an uninterrupted pack."""
+    args = ["model.residual=true,false", "seed=1,2", *LONG, f"data.root={cifar10_root}",
+            "hydra.launcher.max_pack_size=3"]
+    packed_slurm = tuple("hydra/launcher=packed_slurm" if o == "hydra/launcher=slurm" else o for o in SLURM)
+    sweep = _start_sweep(tmp_path / "slurm", *args, launcher=packed_slurm)
+    requeue = lambda job: subprocess.run(["scontrol", "requeue", job], check=True)  # noqa: E731
+    (pack,) = _interrupt_at_first_checkpoint(sweep, tmp_path / "slurm",
+                                             {"model.residual=True,seed=1": requeue}).values()
+    start_requeued(pack)
+    _, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err[-3000:]
+    tasks = array_tasks(tmp_path / "slurm")
+    assert len(tasks) == 2 and len({t.split("_")[0] for t in tasks}) == 1 and pack in tasks
+    assert states(pack)[0] == "REQUEUED" and states(pack)[-1] == "COMPLETED"
+    packs = [json.loads(p.read_text()).get("pack") for p in (tmp_path / "slurm").glob("*/status.json")]
+    assert sorted(len(p) if p else 1 for p in packs) == [1, 3, 3, 3]
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as in the jobs: the same sums
+    run_train("-m", *args, f"hydra.sweep.dir={tmp_path / 'whole'}", "hydra/launcher=packed",
+              "hydra.launcher.gpus_per_node=0", "trainer.accelerator=cpu")
+    for status in (tmp_path / "whole").glob("*/status.json"):
+        whole, requeued = status.parent, tmp_path / "slurm" / status.parent.name
+        assert (requeued / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
+        weights = [torch.load(d / "checkpoints" / "final.ckpt", weights_only=False)["state_dict"]
+                   for d in (whole, requeued)]
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
