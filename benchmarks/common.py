@@ -179,17 +179,25 @@ def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar,
     torch.manual_seed(0)
     net = prepare(make_net(), switches)
     module = Classifier(net, partial(torch.optim.SGD, **SGD), paper_schedule(depth), data.eval_names)
-    data.clock = clock = Clock(warmup, warmup + steps, wait)
     with tempfile.TemporaryDirectory() as run_dir:
-        callbacks = [RunCheckpoints(run_dir, NEVER)] + ([StepProgressBar()] if progress_bar else [])
-        trainer = L.Trainer(accelerator="auto", devices=1, precision=precision(switches),
-                            max_steps=warmup + steps + 1, max_epochs=-1, val_check_interval=NEVER,
-                            check_val_every_n_epoch=None, log_every_n_steps=LOG_EVERY, num_sanity_val_steps=0,
-                            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=progress_bar,
-                            benchmark=if_cuda("auto", True, None), callbacks=callbacks,
-                            logger=[MetricsCSVLogger(run_dir)], plugins=[AtomicCheckpointIO()],
-                            default_root_dir=run_dir)
-        trainer.fit(module, data)
+        return project_fit_time(module, data, steps, warmup, switches, run_dir, [MetricsCSVLogger(run_dir)],
+                                progress_bar, wait)
+
+
+def project_fit_time(module: L.LightningModule, data: SyntheticCifar, steps: int, warmup: int, switches: Mapping,
+                     run_dir: str, loggers: list | bool, progress_bar: bool = True,
+                     wait: Callable[[], object] | None = None) -> StepTime:
+    """Fit `module` in a Trainer configured as conf/trainer/default.yaml, with the run's checkpoint callback and
+    progress bar; the time per iteration of its timed window."""
+    data.clock = clock = Clock(warmup, warmup + steps, wait)
+    callbacks = [RunCheckpoints(run_dir, NEVER)] + ([StepProgressBar()] if progress_bar else [])
+    trainer = L.Trainer(accelerator="auto", devices=1, precision=precision(switches), max_steps=warmup + steps + 1,
+                        max_epochs=-1, val_check_interval=NEVER, check_val_every_n_epoch=None,
+                        log_every_n_steps=LOG_EVERY, num_sanity_val_steps=0, enable_checkpointing=False,
+                        enable_model_summary=False, enable_progress_bar=progress_bar,
+                        benchmark=if_cuda("auto", True, None), callbacks=callbacks, logger=loggers,
+                        plugins=[AtomicCheckpointIO()], default_root_dir=run_dir)
+    trainer.fit(module, data)
     data.clock = None
     return StepTime(*(t / steps for t in clock.elapsed))
 

@@ -1,4 +1,5 @@
 """The CIFAR-10/100 DataModule: the whole data set as one uint8 tensor on the training device."""
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
@@ -99,7 +100,7 @@ class PackedCifarDataModule(CifarDataModule):
     """The data of a pack (models/packed.py): member k trains on the batches of its own seed, seeds[k], in channels
     3k..3k+2; labels (B, K). Evaluation batches are the single run's: every member sees the same images."""
 
-    def __init__(self, seeds: list[int], **data):
+    def __init__(self, seeds: Sequence[int] = (0,), **data):
         super().__init__(**data)
         self.seeds = list(seeds)
 

@@ -1,0 +1,95 @@
+"""Packed runs: run-steps/second of K runs trained as one network (src/deepres/models/packed.py) against one run, by
+pack size, through the project's Lightning path (PackedClassifier in the Trainer of common.py):
+
+    python benchmarks/packed.py [--nets resnet20 resnet56] [--packs 1 2 4 8 16] [--steps N] [--out FILE.md]
+
+A run-step is one iteration of one run (batch 128 of its own images): a pack of K does K per iteration. The
+baseline is an ordinary run (Classifier), timed the same way; each pack trains K ResNets with K seeds on the
+synthetic CIFAR stream, with this machine's default speed settings (bf16 and channels_last on CUDA, fp32 on CPU)."""
+import argparse
+import logging
+import tempfile
+import warnings
+from functools import partial
+from pathlib import Path
+
+import torch
+from common import SGD, StepTime, SyntheticCifar, cifar_net, device, lightning_step_time, load, machine, \
+    paper_schedule, project_fit_time
+
+from deepres.data.cifar import PackedCifarDataModule
+from deepres.metrics_csv import MetricsCSVLogger
+from deepres.models.packed import PackedCifarResNet
+from deepres.packed_task import PackedClassifier, PackedSGD
+from deepres.speed import prepare, uses_cuda
+
+NETS = {"resnet20": 20, "resnet56": 56}
+SWITCHES = {"channels_last": uses_cuda("auto")}  # conf/model/cifar_resnet.yaml's default on this machine
+# (timed iterations, warm-up) per net: on a GPU iterations are milliseconds, on CPU ~0.1-10 s
+STEPS = {"cuda": (200, 30), "cpu": (6, 2)}
+
+
+class PackedSyntheticCifar(SyntheticCifar, PackedCifarDataModule):
+    """The synthetic data set, member k drawing the batches of seed k."""
+
+    def __init__(self, members: int, batch_size: int = 128):
+        super().__init__(batch_size=batch_size)
+        self.seeds = list(range(members))
+
+
+def packed_step_time(depth: int, members: int, data: PackedSyntheticCifar, steps: int, warmup: int) -> StepTime:
+    torch.manual_seed(0)
+    net = prepare(PackedCifarResNet(depth, [True] * members), SWITCHES)
+    lr, hyper = SGD["lr"], {k: v for k, v in SGD.items() if k != "lr"}
+    with tempfile.TemporaryDirectory() as run_dir:
+        loggers = [[MetricsCSVLogger(Path(run_dir) / str(k))] for k in range(members)]
+        module = PackedClassifier(net, partial(PackedSGD, lrs=[lr] * members, **hyper),
+                                  [paper_schedule(depth) for _ in range(members)], loggers, data.eval_names,
+                                  on_failure=lambda k, err: None)
+        return project_fit_time(module, data, steps, warmup, SWITCHES, run_dir, False)
+
+
+def measure(name: str, packs: list[int], steps: int | None, batch: int) -> list[tuple[str, int, float]]:
+    """[(what, runs, seconds per iteration)]: one ordinary run, then each pack size."""
+    depth = NETS[name]
+    default_steps, warmup = STEPS[device().type]
+    steps = steps or default_steps
+    rows = [("one run (Classifier)", 1,
+             lightning_step_time(cifar_net(depth), SyntheticCifar(batch), steps, warmup, SWITCHES, depth).wall)]
+    for k in packs:
+        rows.append((f"pack of {k}", k, packed_step_time(depth, k, PackedSyntheticCifar(k, batch), steps, warmup).wall))
+        logging.getLogger("bench").warning(f"{name} pack {k}: {rows[-1][2] * 1000:.1f} ms/iteration")
+    return rows
+
+
+def table(results: dict[str, list[tuple[str, int, float]]], batch: int) -> str:
+    lines = [f"| net, batch {batch} per run | training | runs | ms/iteration | run-steps/s | x one run |",
+             "|---|---|---|---|---|---|"]
+    for name, rows in results.items():
+        one = 1 / rows[0][2]
+        for what, runs, seconds in rows:
+            lines.append(f"| {name} | {what} | {runs} | {seconds * 1000:.1f} | {runs / seconds:.1f} | "
+                         f"{runs / seconds / one:.2f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    parser.add_argument("--packs", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    parser.add_argument("--steps", type=int, help="timed iterations (default: 200 on a GPU, 6 on CPU)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = parser.parse_args()
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    header = f"Packed runs, run-steps/s by pack size. {machine()}"
+    results = {name: measure(name, args.packs, args.steps, args.batch) for name in args.nets}
+    report = f"{header}\n\n{table(results, args.batch)}\n\nAt the end: {load()}\n"
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+
+
+if __name__ == "__main__":
+    main()
