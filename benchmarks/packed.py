@@ -14,8 +14,18 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from common import SGD, StepTime, SyntheticCifar, cifar_net, device, lightning_step_time, load, machine, \
-    paper_schedule, project_fit_time
+from common import (
+    SGD,
+    StepTime,
+    SyntheticCifar,
+    cifar_net,
+    device,
+    lightning_step_time,
+    load,
+    machine,
+    paper_schedule,
+    project_fit_time,
+)
 
 from deepres.data.cifar import PackedCifarDataModule
 from deepres.metrics_csv import MetricsCSVLogger
@@ -32,8 +42,8 @@ STEPS = {"cuda": (200, 30), "cpu": (6, 2)}
 class PackedSyntheticCifar(SyntheticCifar, PackedCifarDataModule):
     """The synthetic data set, member k drawing the batches of seed k."""
 
-    def __init__(self, members: int, batch_size: int = 128):
-        super().__init__(batch_size=batch_size)
+    def __init__(self, members: int, batch_size: int = 128, images: tuple[int, int] = (50000, 10000)):
+        super().__init__(batch_size, *images)
         self.seeds = list(range(members))
 
 
@@ -49,15 +59,19 @@ def packed_step_time(depth: int, members: int, data: PackedSyntheticCifar, steps
         return project_fit_time(module, data, steps, warmup, SWITCHES, run_dir, False)
 
 
-def measure(name: str, packs: list[int], steps: int | None, batch: int) -> list[tuple[str, int, float]]:
-    """[(what, runs, seconds per iteration)]: one ordinary run, then each pack size."""
+def measure(name: str, packs: list[int], steps: int | None, batch: int,
+            images: tuple[int, int] = (50000, 10000)) -> list[tuple[str, int, float]]:
+    """[(what, runs, seconds per iteration)]: one ordinary run, then each pack size; `images`: the synthetic data
+    set's (training, test) sizes."""
     depth = NETS[name]
     default_steps, warmup = STEPS[device().type]
     steps = steps or default_steps
     rows = [("one run (Classifier)", 1,
-             lightning_step_time(cifar_net(depth), SyntheticCifar(batch), steps, warmup, SWITCHES, depth).wall)]
+             lightning_step_time(cifar_net(depth), SyntheticCifar(batch, *images), steps, warmup, SWITCHES,
+                                 depth).wall)]
     for k in packs:
-        rows.append((f"pack of {k}", k, packed_step_time(depth, k, PackedSyntheticCifar(k, batch), steps, warmup).wall))
+        data = PackedSyntheticCifar(k, batch, images)
+        rows.append((f"pack of {k}", k, packed_step_time(depth, k, data, steps, warmup).wall))
         logging.getLogger("bench").warning(f"{name} pack {k}: {rows[-1][2] * 1000:.1f} ms/iteration")
     return rows
 

@@ -12,6 +12,7 @@ import concurrent_runs  # noqa: E402
 import imagenet_decode  # noqa: E402
 import imagenet_input  # noqa: E402
 import loader  # noqa: E402
+import packed  # noqa: E402
 import throughput  # noqa: E402
 
 from deepres.metrics_csv import read_rows  # noqa: E402
@@ -31,6 +32,13 @@ def test_lightning_and_plain_loops_time_their_iterations():
                     common.bare_lightning_step_time(common.tiny_net, data, steps=4, warmup=2),
                     common.plain_step_time(common.tiny_net, data.stream(), steps=4, warmup=2)):
         assert 0 < seconds.wall < 10 and 0 < seconds.cpu
+
+
+def test_packed_benchmark_times_one_run_and_each_pack():
+    rows = packed.measure("resnet20", [1, 2], steps=2, batch=16, images=(256, 32))
+    assert [(what, runs) for what, runs, _ in rows] == [("one run (Classifier)", 1), ("pack of 1", 1), ("pack of 2", 2)]
+    assert all(0 < seconds < 10 for _, _, seconds in rows)
+    assert "| resnet20 | pack of 2 | 2 |" in packed.table({"resnet20": rows}, 16)
 
 
 def test_loader_benchmark_measures_both_pipelines():
