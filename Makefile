@@ -44,11 +44,12 @@ model-table: $(INSTALLED)  ## ImageNet nets: params and multiply-adds at 224x224
 	$(PY) -m deepres.models.flops
 
 .PHONY: bench
-bench: $(INSTALLED)  ## CPU speed benchmarks: Lightning vs plain loop, data loaders, throughput, JPEG decode (benchmarks/results/)
+bench: $(INSTALLED)  ## CPU speed benchmarks: Lightning vs plain loop, loaders, throughput, JPEG decode, packed runs (benchmarks/results/)
 	$(PY) benchmarks/loop_overhead.py --out benchmarks/results/loop_overhead_cpu.md
 	$(PY) benchmarks/loader.py --out benchmarks/results/loader_cpu.md
 	$(PY) benchmarks/throughput.py --out benchmarks/results/throughput_cpu.md
 	$(PY) benchmarks/imagenet_decode.py --out benchmarks/results/imagenet_decode.md
+	$(PY) benchmarks/packed.py --out benchmarks/results/packed_cpu.md
 
 contract: $(INSTALLED)  ## the shared cross-issue contract checks (../shared/contract)
 	bash ../shared/contract/check.sh $(ARGS)

@@ -83,6 +83,7 @@ class _SweepLauncher(BaseSubmititLauncher):
         the same iteration, at most max_pack_size each; a job that packs with no other is a group of one."""
         from deepres.packed_train import pack_key
         from deepres.run_dir import RunDir
+        from deepres.speed import uses_cuda
 
         by_key: dict[tuple, list] = {}
         for overrides, idx in todo:
@@ -94,6 +95,9 @@ class _SweepLauncher(BaseSubmititLauncher):
         for group in groups:
             if len(group) > 1:
                 log.info(f"\tpacked as one network: #{', #'.join(str(idx) for _, idx in group)}")
+        if any(len(group) > 1 for group in groups) and not uses_cuda(self.config.trainer.accelerator):
+            log.warning("these packs train on a CPU, where a network of K grouped convolutions is slower than K "
+                        "separate runs (0.3-1x, benchmarks/README.md): packing pays on a GPU.")
         return groups
 
     def run_pack(self, group: list[tuple[list[str], int]], singleton_state: dict) -> list[JobReturn]:
