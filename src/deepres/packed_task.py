@@ -27,18 +27,27 @@ class PackedSGD(torch.optim.Optimizer):
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False):
         super().__init__(params, dict(lrs=list(lrs), momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
-        self._rates: dict[torch.device, tuple[list[float], torch.Tensor]] = {}
+        self._rates_key: dict[int, tuple[float, ...]] = {}  # per param group (by id): the lrs its rates hold
+        self._rates_cache: dict[int, list[torch.Tensor]] = {}
 
     def set_lrs(self, lrs: Sequence[float]) -> None:
         for group in self.param_groups:
             group["lrs"] = list(lrs)
 
-    def _rates_on(self, lrs: list[float], like: torch.Tensor) -> torch.Tensor:
-        """The learning rates as a tensor on the parameters' device, made again only when they change."""
-        cached = self._rates.get(like.device)
-        if cached is None or cached[0] != lrs:
-            cached = self._rates[like.device] = (list(lrs), torch.tensor(lrs, dtype=like.dtype).to(like.device))
-        return cached[1]
+    def _rates(self, group: dict) -> list[torch.Tensor]:
+        """Each parameter's learning rate per element (member k's lr over its slice), made again only when the
+        learning rates change: the update is then one fused multiply-add over all parameters."""
+        key = tuple(group["lrs"])
+        if self._rates_key.get(id(group)) != key:
+            members = len(group["lrs"])
+            rates = []
+            for p in group["params"]:
+                lrs = torch.tensor(group["lrs"], dtype=p.dtype).to(p.device).view(members, *[1] * p.dim())
+                rate = torch.empty_like(p, requires_grad=False)
+                rate.unflatten(0, (members, -1)).copy_(lrs.expand_as(rate.unflatten(0, (members, -1))))
+                rates.append(rate)
+            self._rates_key[id(group)], self._rates_cache[id(group)] = key, rates
+        return self._rates_cache[id(group)]
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
@@ -47,23 +56,25 @@ class PackedSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            members = len(group["lrs"])
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                d_p = p.grad.add(p, alpha=group["weight_decay"]) if group["weight_decay"] else p.grad
-                state = self.state[p]
-                buf = state.get("momentum_buffer")
-                if group["momentum"] == 0:
-                    update = d_p
+            pairs = [(p, r) for p, r in zip(group["params"], self._rates(group)) if p.grad is not None]
+            if not pairs:
+                continue
+            params, rates = [p for p, _ in pairs], [r for _, r in pairs]
+            grads = [p.grad for p in params]
+            if group["weight_decay"]:
+                grads = torch._foreach_add(grads, params, alpha=group["weight_decay"])
+            updates = grads
+            if group["momentum"]:
+                bufs = [self.state[p].get("momentum_buffer") for p in params]
+                if any(buf is None for buf in bufs):
+                    bufs = [g.detach().clone() for g in grads]
+                    for p, buf in zip(params, bufs):
+                        self.state[p]["momentum_buffer"] = buf
                 else:
-                    if buf is None:
-                        buf = state["momentum_buffer"] = d_p.detach().clone()
-                    else:
-                        buf.mul_(group["momentum"]).add_(d_p, alpha=1 - group["dampening"])
-                    update = d_p.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                rates = self._rates_on(group["lrs"], p).view(members, *[1] * p.dim())
-                p.unflatten(0, (members, -1)).addcmul_(update.unflatten(0, (members, -1)), rates, value=-1)
+                    torch._foreach_mul_(bufs, group["momentum"])
+                    torch._foreach_add_(bufs, grads, alpha=1 - group["dampening"])
+                updates = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
+            torch._foreach_addcmul_(params, updates, rates, value=-1)
         return loss
 
     def freeze(self, member: int) -> None:

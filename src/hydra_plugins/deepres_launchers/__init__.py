@@ -2,12 +2,14 @@
 with hydra/launcher=slurm or hydra/launcher=local (conf/hydra/launcher/). A Hydra plugin, so it lives in the
 hydra_plugins namespace.
 
-Three changes to the originals:
+Four changes to the originals:
 - A job whose run has completed is not submitted again: re-launching a sweep queues only its unfinished jobs.
 - A job that ends without a result (killed for memory, cancelled, out of time for good) does not abort the sweep:
   its status.json is marked failed with the scheduler's verdict, the other jobs' results are collected, and the
   sweep summary lists it (the command then exits 1).
 - The local launcher runs at most `array_parallelism` jobs at once, like a SLURM array's `%N`.
+- With `max_pack_size` > 1 (hydra/launcher=packed or packed_slurm), jobs that may share a network are submitted as
+  packs, one submitit job each (`PackJob`), trained as one network by deepres.packed_train; the others as usual.
 
 Requeue has one owner, submitit: near the time limit SLURM sends USR2 (`signal_delay_s` before the end), submitit
 requeues the job (`max_num_timeout` times), and the requeued job re-runs the same Hydra job in the same directory,
