@@ -61,6 +61,14 @@ def load() -> str:
     return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
 
+def publish(header: str, table: str, out: Path | None) -> None:
+    """Print the report (its header, the table, the load at the end) and write it to `out` when given."""
+    report = f"{header}\n\n{table}\n\nAt the end: {load()}\n"
+    print(report)
+    if out:
+        out.write_text(report)
+
+
 def commit() -> str:
     """`git rev-parse --short HEAD`, marked +dirty when the working tree has uncommitted changes."""
     try:

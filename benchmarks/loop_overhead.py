@@ -24,10 +24,10 @@ from common import (
     cifar_net,
     device,
     lightning_step_time,
-    load,
     machine,
     median,
     plain_step_time,
+    publish,
     tiny_net,
 )
 
@@ -91,10 +91,7 @@ def main() -> None:
     data.setup()
     header = f"Lightning vs plain PyTorch loop, {device().type}: {machine()}"
     results = {name: measure(name, data, args.repeats) for name in args.nets}
-    report = f"{header}\n\n{table(results)}\n\nAt the end: {load()}\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    publish(header, table(results), args.out)
 
 
 if __name__ == "__main__":

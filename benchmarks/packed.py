@@ -21,10 +21,10 @@ from common import (
     cifar_net,
     device,
     lightning_step_time,
-    load,
     machine,
     paper_schedule,
     project_fit_time,
+    publish,
 )
 
 from deepres.data.cifar import PackedCifarDataModule
@@ -99,10 +99,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     header = f"Packed runs, run-steps/s by pack size. {machine()}"
     results = {name: measure(name, args.packs, args.steps, args.batch) for name in args.nets}
-    report = f"{header}\n\n{table(results, args.batch)}\n\nAt the end: {load()}\n"
-    print(report)
-    if args.out:
-        args.out.write_text(report)
+    publish(header, table(results, args.batch), args.out)
 
 
 if __name__ == "__main__":
