@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -31,7 +32,8 @@ from deepres.validate import validate
 log = logging.getLogger("deepres")
 # keys in which the members of a pack may differ (data.seed follows seed unless set apart; name follows the net)
 MEMBER_KEYS = ("seed", "data.seed", "model.residual", "optimizer.lr", "schedule.lr", "name", "logger")
-SGD_KEYS = {"_target_", "_partial_", "lr", "momentum", "dampening", "weight_decay", "nesterov"}
+SGD_SETTINGS = ("momentum", "dampening", "weight_decay", "nesterov")  # shared by a pack's members
+SGD_KEYS = {"_target_", "_partial_", "lr", *SGD_SETTINGS}
 RESUME_FILE = ".pack-resume.ckpt.tmp"  # a .tmp in checkpoints/: RunDir.lock removes one a killed pack left
 
 
@@ -99,7 +101,7 @@ def train_pack(members: list[Member]) -> list[dict]:
 
 
 def _resume_checkpoint(members: list[Member], module: PackedClassifier, layouts: list[MemberLayout],
-                       param_group: dict):
+                       param_group: dict) -> Path | None:
     """The members' checkpoints merged into one file for Lightning to resume from (None for a fresh pack)."""
     paths = [member.run.resume_checkpoint() for member in members]
     if all(path is None for path in paths):
@@ -134,8 +136,7 @@ def _fit_pack(members: list[Member], loggers: list[list]) -> list[dict]:
     net.load_state_dict(packed_state([single.state_dict() for single in singles], net.state_dict()))
     prepare(net, cfg.model)
     optimizer = functools.partial(PackedSGD, lrs=[m.cfg.optimizer.lr for m in members],
-                                  **{k: v for k, v in cfg.optimizer.items() if k in SGD_KEYS - {"_target_", "_partial_",
-                                                                                                "lr"}})
+                                  **{k: cfg.optimizer[k] for k in SGD_SETTINGS if k in cfg.optimizer})
     schedules = [instantiate(m.cfg.schedule, max_steps=cfg.trainer.max_steps, depth=cfg.model.depth) for m in members]
     loggers.extend(build_loggers(m.cfg, m.run, reinit="create_new") for m in members)
 
