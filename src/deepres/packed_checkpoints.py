@@ -33,7 +33,7 @@ class MemberLayout:
 def split(checkpoint: dict, layouts: Sequence[MemberLayout], module: nn.Module,
           members: Sequence[int]) -> dict[int, dict]:
     """The single-run checkpoints of `members` (indices into layouts) from the pack's checkpoint."""
-    count, names = len(layouts), [name for name, _ in module.named_parameters()]
+    count, position = len(layouts), {name: j for j, (name, _) in enumerate(module.named_parameters())}
     optimizer = checkpoint["optimizer_states"][0]
     shared = {key: value for key, value in checkpoint.items() if key not in PER_MEMBER}
     out = {}
@@ -41,7 +41,7 @@ def split(checkpoint: dict, layouts: Sequence[MemberLayout], module: nn.Module,
         layout = layouts[k]
         state = {}
         for i, name in enumerate(layout.param_names):
-            buf = optimizer["state"].get(names.index(name), {}).get("momentum_buffer")
+            buf = optimizer["state"].get(position[name], {}).get("momentum_buffer")
             if buf is not None:
                 state[i] = {"momentum_buffer": buf.unflatten(0, (count, -1))[k].clone()}
         group = {**layout.param_group, "lr": optimizer["param_groups"][0]["lrs"][k],
@@ -57,12 +57,11 @@ def merge(checkpoints: Sequence[dict], layouts: Sequence[MemberLayout], module: 
     """The pack's checkpoint from its members' (all at the same iteration); `param_group` is PackedSGD's, less
     lrs and params."""
     params = list(module.named_parameters())
+    positions = [{name: i for i, name in enumerate(layout.param_names)} for layout in layouts]
     state = {}
     for j, (name, param) in enumerate(params):
-        bufs = []
-        for ckpt, layout in zip(checkpoints, layouts):
-            i = layout.param_names.index(name) if name in layout.param_names else None
-            bufs.append(ckpt["optimizer_states"][0]["state"].get(i, {}).get("momentum_buffer"))
+        bufs = [ckpt["optimizer_states"][0]["state"].get(position.get(name), {}).get("momentum_buffer")
+                for ckpt, position in zip(checkpoints, positions)]
         if any(buf is not None for buf in bufs):
             zeros = torch.zeros_like(param.detach().unflatten(0, (len(layouts), -1))[0], device="cpu")
             state[j] = {"momentum_buffer": torch.cat([zeros if buf is None else buf for buf in bufs])}

@@ -97,6 +97,7 @@ class PackedClassifier(L.LightningModule):
         super().__init__()
         self.net, self.optimizer_factory, self.schedules = net, optimizer, list(schedules)
         self.member_loggers, self.eval_names, self.on_failure = [list(lg) for lg in loggers], eval_names, on_failure
+        self.metrics_csvs = [next(lg for lg in member if isinstance(lg, MetricsCSVLogger)) for member in loggers]
         k = net.members
         # per member: loss sum, wrong, seen (see Classifier); flat, so that dim 0 holds the members' slices
         self.register_buffer("train_sums", torch.zeros(k * 3))
@@ -126,9 +127,9 @@ class PackedClassifier(L.LightningModule):
 
     def _log_train_rows(self) -> None:
         step, rows = self.global_step, []
-        sums = self.trainer.strategy.reduce(self.train_sums, reduce_op="sum").view(-1, 3).tolist()
+        sums = self.trainer.strategy.reduce(self.train_sums, reduce_op="sum").view(-1, 3).cpu()  # one transfer
         for k in self.live:
-            row = Classifier._as_metrics("train", torch.tensor(sums[k]))
+            row = Classifier._as_metrics("train", sums[k])
             row["lr"] = self.schedules[k].lr(step - 1)
             self._log_row(k, row)
             rows.append(row)
@@ -205,7 +206,7 @@ class PackedClassifier(L.LightningModule):
         self.eval_sums[dataloader_idx] += torch.stack([t.to(self.eval_sums) for t in sums], 1)
 
     def on_validation_epoch_end(self) -> None:
-        sums = self.trainer.strategy.reduce(self.eval_sums, reduce_op="sum")
+        sums = self.trainer.strategy.reduce(self.eval_sums, reduce_op="sum").cpu()
         for k in self.live:
             row = {}
             for name, member_sums in zip(self.eval_names, sums[:, k]):
@@ -216,19 +217,16 @@ class PackedClassifier(L.LightningModule):
     def configure_optimizers(self) -> PackedSGD:
         return self.optimizer_factory(self.net.parameters())
 
-    def _metrics_csvs(self) -> list[MetricsCSVLogger]:
-        return [next(lg for lg in loggers if isinstance(lg, MetricsCSVLogger)) for loggers in self.member_loggers]
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Per member, as a Classifier's checkpoint holds them: its schedule and its metric rows (whose metrics.csv
         is written now, as RunCheckpoints does for a single run)."""
         checkpoint["schedule"] = [s.state_dict() for s in self.schedules]
-        checkpoint["metric_rows"] = [csv.state_dict() for csv in self._metrics_csvs()]
+        checkpoint["metric_rows"] = [csv.state_dict() for csv in self.metrics_csvs]
         for k in self.live:
-            self._metrics_csvs()[k].save()
+            self.metrics_csvs[k].save()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        for schedule, csv, schedule_state, rows in zip(self.schedules, self._metrics_csvs(), checkpoint["schedule"],
+        for schedule, csv, schedule_state, rows in zip(self.schedules, self.metrics_csvs, checkpoint["schedule"],
                                                        checkpoint["metric_rows"]):
             schedule.load_state_dict(schedule_state)
             csv.load_state_dict(rows)

@@ -89,8 +89,8 @@ class _SweepLauncher(BaseSubmititLauncher):
 
         by_key: dict[tuple, list] = {}
         for overrides, idx in todo:
-            key = pack_key(self.hydra_context.config_loader.load_sweep_config(self.config, overrides))
-            step = RunDir(self._job_dir(overrides)).resume_step()
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+            key, step = pack_key(cfg), RunDir(_dir_of(cfg)).resume_step()
             by_key.setdefault((key, step) if key is not None else ("alone", idx), []).append((overrides, idx))
         groups = [jobs[i:i + self.max_pack_size] for jobs in by_key.values()
                   for i in range(0, len(jobs), self.max_pack_size)]
@@ -163,8 +163,12 @@ class _SweepLauncher(BaseSubmititLauncher):
             return {idx: JobReturn(overrides=overrides, status=JobStatus.COMPLETED) for overrides, idx in group}
 
     def _job_dir(self, overrides: list[str]) -> Path:
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+        return _dir_of(self.hydra_context.config_loader.load_sweep_config(self.config, overrides))
+
+
+def _dir_of(cfg: DictConfig) -> Path:
+    """The run directory of a job's composed sweep config."""
+    return Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
 
 
 def _resolved(cfg: DictConfig) -> DictConfig:
