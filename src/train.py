@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from deepres.cli import run_cli
 from deepres.config import register_resolvers
-from deepres.train import run_job
+from deepres.training.fit import run_job
 
 register_resolvers()
 

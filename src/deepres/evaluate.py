@@ -15,12 +15,12 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from deepres.atomic import atomic_write_text
-from deepres.checkpointing import FINAL, LAST
 from deepres.config import register_resolvers
 from deepres.errors import EXIT_USER_ERROR, UserError
-from deepres.speed import constructor_config
-from deepres.task import Classifier
+from deepres.models import construct
+from deepres.runs.atomic import atomic_write_text
+from deepres.runs.run_dir import FINAL, LAST
+from deepres.training.module import Classifier
 
 USAGE = "usage: python src/evaluate.py RUN_DIR [RUN_DIR ...] eval.mode=center|ten_crop|multi_scale [key=value ...]"
 
@@ -51,11 +51,10 @@ def evaluate(run: str | Path, overrides: list[str]) -> dict:
     run = Path(run)
     cfg, checkpoint = _config(run, overrides), _checkpoint(run)
     datamodule = instantiate(cfg.data)
-    net = instantiate(constructor_config(cfg.model), num_classes=datamodule.num_classes)
+    net = construct(cfg.model, datamodule.num_classes)
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # written by this project
     net.load_state_dict({k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")})
-    schedule = instantiate(cfg.schedule, max_steps=cfg.trainer.max_steps, depth=cfg.model.depth)
-    module = Classifier(net, instantiate(cfg.optimizer), schedule, datamodule.eval_names, top5=True)
+    module = Classifier(net, None, [None], datamodule.eval_names, top5=True)  # evaluation only: no schedule
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
     trainer.validate(module, datamodule, verbose=False)

@@ -2,15 +2,14 @@
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning as L
 import torch
 
 from deepres.data.cifar_files import download, layout, read_split
-from deepres.data.gpu_augment import EvalStream, PackedStream, TrainStream, generator
+from deepres.data.gpu_augment import EvalBatches, MemberBatches, TrainBatches
+from deepres.data.streams import VAL_SPLIT, StreamDataModule, generator
 from deepres.errors import UserError
 
 NORMALIZATIONS = ("per_pixel", "per_channel")
-VAL_SPLIT = 2
 
 
 class Normalize:
@@ -32,14 +31,21 @@ class Normalize:
         return x.div_(self.std) if self.std is not None else x
 
 
-class CifarDataModule(L.LightningDataModule):
+class CifarDataModule(StreamDataModule):
     """Train on the 50k training images (or 50k - val_size), evaluate on the 10k test images (and the held-out
-    val_size images when val_size > 0, the paper's 45k/5k protocol)."""
+    val_size images when val_size > 0, the paper's 45k/5k protocol).
+
+    For a pack (packing/members.py), `member_seeds` are its members' data.seed: member k trains on the batches of
+    its own seed in channels 3k..3k+2, labels (B, K); evaluation batches are a run's: every member sees the same."""
+
+    top5 = False  # ten classes: top-1 only
 
     def __init__(self, name: str = "cifar10", root: str = "data", download: bool = False, val_size: int = 0,
                  normalization: str = "per_pixel", batch_size: int = 128, eval_batch_size: int = 1000,
-                 padding: int = 4, flip: bool = True, seed: int = 0, split_seed: int = 0):
+                 padding: int = 4, flip: bool = True, seed: int = 0, split_seed: int = 0,
+                 member_seeds: Sequence[int] | None = None):
         super().__init__()
+        self.member_seeds = list(member_seeds) if member_seeds is not None else None
         self.spec = layout(name)
         self.name, self.root, self.download = name, Path(root).expanduser(), download
         self.val_size, self.normalization = val_size, normalization
@@ -66,9 +72,7 @@ class CifarDataModule(L.LightningDataModule):
         if self.batch_size > len(train_x) - self.val_size:
             raise UserError(f"data.batch_size={self.batch_size} is larger than the {len(train_x) - self.val_size} "
                             "training images.")
-        if self.batch_size % self._shard()[1]:
-            raise UserError(f"data.batch_size={self.batch_size} is the global batch; it must split evenly over the "
-                            f"{self._shard()[1]} processes (trainer.devices x trainer.num_nodes).")
+        self.shard(batch_size=self.batch_size)
         order = torch.randperm(len(train_x), generator=generator(torch.device("cpu"), self.split_seed, VAL_SPLIT))
         val_idx, train_idx = order[:self.val_size].sort().values, order[self.val_size:].sort().values
         self.train_images, self.train_labels = train_x[train_idx].to(device), train_y[train_idx].to(device)
@@ -77,33 +81,17 @@ class CifarDataModule(L.LightningDataModule):
         if self.val_size:
             self.eval_sets.insert(0, (train_x[val_idx].to(device), train_y[val_idx].to(device)))
 
-    def _global_step(self) -> int:
-        return self.trainer.global_step if self.trainer is not None else 0
+    def train_stream(self, seed: int) -> TrainBatches:
+        """The training batches that data.seed=`seed` draws (order and augmentation); each process trains on its
+        slice of the global batch (and evaluates everything)."""
+        return TrainBatches(self.train_images, self.train_labels, self.normalize, self.batch_size, self.padding,
+                            self.flip, seed, self.global_step, self.shard())
 
-    def _shard(self) -> tuple[int, int]:
-        """(rank, world size): each process trains on its slice of the global batch and evaluates everything."""
-        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+    def train_dataloader(self) -> TrainBatches | MemberBatches:
+        if self.member_seeds is None:
+            return self.train_stream(self.seed)
+        streams = {seed: self.train_stream(seed) for seed in self.member_seeds}
+        return MemberBatches([streams[seed] for seed in self.member_seeds])
 
-    def train_stream(self, seed: int) -> TrainStream:
-        """The training batches that data.seed=`seed` draws (order and augmentation)."""
-        return TrainStream(self.train_images, self.train_labels, self.normalize, self.batch_size, self.padding,
-                           self.flip, seed, self._global_step, self._shard())
-
-    def train_dataloader(self) -> TrainStream:
-        return self.train_stream(self.seed)
-
-    def val_dataloader(self) -> list[EvalStream]:
-        return [EvalStream(x, y, self.normalize, self.eval_batch_size) for x, y in self.eval_sets]
-
-
-class PackedCifarDataModule(CifarDataModule):
-    """The data of a pack (models/packed.py): member k trains on the batches of its own seed, seeds[k], in channels
-    3k..3k+2; labels (B, K). Evaluation batches are the single run's: every member sees the same images."""
-
-    def __init__(self, seeds: Sequence[int] = (0,), **data):
-        super().__init__(**data)
-        self.seeds = list(seeds)
-
-    def train_dataloader(self) -> PackedStream:
-        streams = {seed: self.train_stream(seed) for seed in self.seeds}
-        return PackedStream([streams[seed] for seed in self.seeds])
+    def val_dataloader(self) -> list[EvalBatches]:
+        return [EvalBatches(x, y, self.normalize, self.eval_batch_size) for x, y in self.eval_sets]

@@ -1,20 +1,11 @@
-"""Batch-wise augmentation on the device that holds the data: pad, random crop, horizontal flip.
-
-Every draw comes from a generator seeded by (seed, step), so batch k is the same whether a run is resumed or not,
-and no per-image Python runs: one gather per batch."""
+"""Batch-wise augmentation on the device that holds the data (CIFAR): pad, random crop, horizontal flip, drawn from
+(seed, step) with one gather per batch and no per-image Python."""
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-TRAIN_AUGMENT, TRAIN_ORDER = 0, 1
-
-
-def generator(device: torch.device, *key: int) -> torch.Generator:
-    """A generator on `device` whose state is a pure function of the integer key."""
-    seed = int(np.random.SeedSequence([abs(k) for k in key]).generate_state(1, dtype=np.uint64)[0]) >> 1
-    return torch.Generator(device=device).manual_seed(seed)
+from deepres.data.streams import TRAIN_AUGMENT, EpochOrder, generator
 
 
 def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
@@ -34,11 +25,10 @@ def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, gen: torch.Gener
     return padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-class TrainStream:
-    """An endless stream of augmented training batches, epoch after epoch, dropping each epoch's last partial batch.
-
-    Iteration starts at `start_step()` (the Trainer's global step), so a resumed run sees the batches it would have
-    seen without the interruption.
+class TrainBatches:
+    """An endless stream of augmented training batches of device-resident images, epoch after epoch, dropping each
+    epoch's last partial batch. Iteration starts at `start_step()` (the Trainer's global step), so a resumed run
+    sees the batches it would have seen without the interruption.
 
     `batch_size` is the global batch. Under data parallelism, `shard` = (rank, world size): every process draws the
     same global batch (order and augmentation) and keeps its contiguous 1/world-size slice, so the images a run
@@ -54,13 +44,7 @@ class TrainStream:
         per_rank = batch_size // world_size
         self.slice = slice(rank * per_rank, (rank + 1) * per_rank)
         self.batches_per_epoch = len(images) // batch_size
-        self._epoch, self._order = -1, None
-
-    def order(self, epoch: int) -> torch.Tensor:
-        if epoch != self._epoch:
-            gen = generator(torch.device("cpu"), self.seed, TRAIN_ORDER, epoch)
-            self._epoch, self._order = epoch, torch.randperm(len(self.images), generator=gen).to(self.images.device)
-        return self._order
+        self.order = EpochOrder(len(images), seed, lambda order: order.to(images.device))
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, i = divmod(step, self.batches_per_epoch)
@@ -76,11 +60,11 @@ class TrainStream:
             step += 1
 
 
-class PackedStream:
-    """The batches of several TrainStreams as one: images side by side along the channels, labels (B, K). A stream
-    listed twice (members of one seed) draws its batch once."""
+class MemberBatches:
+    """The batches of a pack's members (one TrainBatches per member) as one: images side by side along the
+    channels, labels (B, K). A stream listed twice (members of one seed) draws its batch once."""
 
-    def __init__(self, streams: list[TrainStream]):
+    def __init__(self, streams: list[TrainBatches]):
         self.streams = streams
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -91,7 +75,7 @@ class PackedStream:
             yield torch.cat(xs, 1), torch.stack(ys, 1)
 
 
-class EvalStream:
+class EvalBatches:
     """The evaluation images in order, normalised, unaugmented (the paper tests on the original image only)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, normalize: Callable[[torch.Tensor], torch.Tensor],

@@ -12,12 +12,9 @@ import random
 from collections.abc import Callable
 from functools import partial
 
-import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, default_collate, get_worker_info
 
-from deepres.data.gpu_augment import TRAIN_ORDER, generator
 from deepres.data.imagenet_augment import (
     ColourNormalize,
     center_view,
@@ -28,13 +25,13 @@ from deepres.data.imagenet_augment import (
 )
 from deepres.data.imagenet_folder import ClassFolder, class_names, read_rgb, scan
 from deepres.data.jpeg import DeviceDecoder, Encoded, collate, eval_item, load, train_item
+from deepres.data.streams import COLOUR_NOISE, EpochOrder, StreamDataModule, generator
 from deepres.errors import UserError
 
 log = logging.getLogger("deepres")
 EVAL_MODES = ("center", "ten_crop", "multi_scale")
 BAD_IMAGES = ("fail", "skip")
 DECODERS = ("cpu", "gpu")
-COLOUR_NOISE = 2  # generator key, beside gpu_augment's TRAIN_AUGMENT and TRAIN_ORDER
 SUBSTITUTES = 10  # unreadable training images in a row before giving up
 
 
@@ -47,7 +44,7 @@ def _read(folder: ClassFolder, i: int, read: Callable[[str], object]) -> tuple[o
         return None, f"{path}: {str(err).strip().splitlines()[-1]}"
 
 
-class TrainStream(IterableDataset):
+class TrainSamples(IterableDataset):
     """One process's share of the endless training stream.
 
     Global batch k holds positions k*B .. (k+1)*B of the epoch-wise shuffled order (the last partial batch of an
@@ -63,13 +60,7 @@ class TrainStream(IterableDataset):
         self.first = rank * self.share
         self.batches_per_epoch = len(folder) // batch_size
         self.start_step = 0  # set by StreamLoader each time iteration starts
-        self._epoch, self._order = -1, None
-
-    def order(self, epoch: int) -> np.ndarray:
-        if epoch != self._epoch:
-            gen = generator(torch.device("cpu"), self.seed, TRAIN_ORDER, epoch)
-            self._epoch, self._order = epoch, torch.randperm(len(self.folder), generator=gen).numpy()
-        return self._order
+        self.order = EpochOrder(len(folder), seed, torch.Tensor.numpy)
 
     def sample(self, step: int, position: int) -> tuple[torch.Tensor, int, str, int]:
         epoch, k = divmod(step, self.batches_per_epoch)
@@ -97,7 +88,7 @@ class StreamLoader(DataLoader):
     """A DataLoader that starts the training stream at the Trainer's iteration each time it is iterated (before
     its workers take their copy of the stream)."""
 
-    def __init__(self, stream: TrainStream, start_step: Callable[[], int], **kwargs):
+    def __init__(self, stream: TrainSamples, start_step: Callable[[], int], **kwargs):
         super().__init__(stream, **kwargs)
         self.start_step = start_step
 
@@ -140,7 +131,7 @@ class Shard(DistributedSampler):
         return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(StreamDataModule):
     """Train on root/train with the paper's augmentation; evaluate root/val (logged as `test/`, with top-5)."""
 
     top5 = True
@@ -178,16 +169,8 @@ class ImageNetDataModule(L.LightningDataModule):
     def num_classes(self) -> int:
         return len(class_names(self.root))
 
-    def _ranks(self) -> tuple[int, int]:
-        """(rank, world size) of this process, checking that both batch sizes split evenly over the processes."""
-        if self.trainer is None:
-            return 0, 1
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        for key, size in (("data.batch_size", self.batch_size), ("data.eval_batch_size", self.eval_batch_size)):
-            if size % world:
-                raise UserError(f"{key}={size} is the global batch and must divide evenly over the {world} "
-                                f"processes; use a multiple of {world}.")
-        return rank, world
+    def _shard(self) -> tuple[int, int]:
+        return self.shard(batch_size=self.batch_size, eval_batch_size=self.eval_batch_size)
 
     def setup(self, stage: str | None = None) -> None:
         if self.decode == "gpu" and self.decoder is None:
@@ -204,15 +187,12 @@ class ImageNetDataModule(L.LightningDataModule):
                 raise UserError(f"data.batch_size={self.batch_size} is larger than the {len(self.train)} training "
                                 f"images of {self.root}.")
 
-    def _global_step(self) -> int:
-        return self.trainer.global_step if self.trainer is not None else 0
-
     def train_dataloader(self) -> StreamLoader:
-        rank, world = self._ranks()
+        rank, world = self._shard()
         augment = partial(train_item if self.decoder else scale_augment, crop=self.crop, scale=self.scale,
                           flip=self.flip)
-        stream = TrainStream(self.train, self.batch_size, rank, world, self.seed, augment, self._reader())
-        return StreamLoader(stream, self._global_step, batch_size=self.batch_size // world, **self._loader_args())
+        stream = TrainSamples(self.train, self.batch_size, rank, world, self.seed, augment, self._reader())
+        return StreamLoader(stream, self.global_step, batch_size=self.batch_size // world, **self._loader_args())
 
     def _reader(self) -> Callable[[str], object]:
         return load if self.decoder else read_rgb
@@ -227,7 +207,7 @@ class ImageNetDataModule(L.LightningDataModule):
         return crop_window(image, item.window, self.crop) if item.window is not None else self.views(image)
 
     def val_dataloader(self) -> DataLoader:
-        rank, world = self._ranks()
+        rank, world = self._shard()
         views, batch = {
             "center": (partial(center_view, resize=self.eval_resize, crop=self.crop), self.eval_batch_size // world),
             "ten_crop": (partial(ten_crop_views, resize=self.eval_resize, crop=self.crop),
@@ -271,7 +251,7 @@ class ImageNetDataModule(L.LightningDataModule):
         (seed, iteration)); evaluation drops the rows of unreadable files (training replaced them already)."""
         x, y, info = batch
         if info["step"] is not None:
-            rank, world = self._ranks()
+            rank, world = self._shard()
             gen = generator(x.device, self.seed, COLOUR_NOISE, info["step"])
             normal = torch.randn(self.batch_size, 3, generator=gen, device=x.device)
             share = self.batch_size // world

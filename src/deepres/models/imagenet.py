@@ -2,12 +2,13 @@
 
 The blocks and shortcuts are the CIFAR nets' (blocks.py); only the stem and the depth table differ."""
 import re
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from deepres.errors import UserError
-from deepres.models.blocks import BasicBlock, Bottleneck, ResNet, check_stride_on
+from deepres.models.blocks import BasicBlock, Bottleneck, ResNet, batch_norm, check_stride_on, conv, members_of
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 # Table 1: depth -> (block, blocks per stage)
@@ -30,10 +31,10 @@ def table_1_row(depth: int) -> tuple[type[nn.Module], tuple[int, ...]]:
     return TABLE_1[depth]
 
 
-def imagenet_stem() -> nn.Sequential:
+def imagenet_stem(members: int = 1) -> nn.Sequential:
     """7x7 conv, 64, stride 2 -> BN -> ReLU -> 3x3 max pool, stride 2: 224x224 in, 56x56 out."""
-    return nn.Sequential(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64),
-                         nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1))
+    return nn.Sequential(conv(3, 64, 7, 2, members), batch_norm(64, members), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, stride=2, padding=1))
 
 
 class ImageNetResNet(ResNet):
@@ -42,13 +43,17 @@ class ImageNetResNet(ResNet):
     `shortcut` is the option where the size changes (A, B, C; the paper uses B for 50+, A in Table 2);
     `stride_on` places a bottleneck's stride on its first 1x1 conv (the paper) or on its 3x3 (torchvision v1.5)."""
 
-    def __init__(self, depth: int = 18, residual: bool = True, shortcut: str = "B", stride_on: str = "1x1",
-                 num_classes: int = 1000):
+    config = "imagenet_resnet"  # conf/model/imagenet_resnet.yaml
+    data_sets = ("imagenet",)  # the 224x224 images this net is built for
+    check_depth = staticmethod(table_1_row)
+
+    def __init__(self, depth: int = 18, residual: bool | Sequence[bool] = True, shortcut: str = "B",
+                 stride_on: str = "1x1", num_classes: int = 1000):
         block, counts = table_1_row(depth)
         check_stride_on(stride_on)
         block_args = {"stride_on": stride_on} if block is Bottleneck else {}
-        super().__init__(imagenet_stem(), 64, block, STAGE_WIDTHS, counts, shortcut, residual, num_classes,
-                         **block_args)
+        super().__init__(imagenet_stem(len(members_of(residual))), 64, block, STAGE_WIDTHS, counts, shortcut,
+                         residual, num_classes, **block_args)
 
 
 _TORCHVISION_NAMES = ((r"^conv1\.", "stem.0."), (r"^bn1\.", "stem.1."), (r"\.downsample\.", ".shortcut."))

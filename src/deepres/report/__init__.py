@@ -6,10 +6,10 @@ Each report reads the runs' files only (metrics.csv, status.json, .hydra/, check
 from collections.abc import Callable
 from pathlib import Path
 
-from deepres.atomic import atomic_write_text
 from deepres.report import fig7, figures, tables
 from deepres.report.plots import save
 from deepres.report.runs import Sweep
+from deepres.runs.atomic import atomic_write_text
 
 
 def _figure(make: Callable) -> Callable[[Sweep, str, str | None], list[Path]]:

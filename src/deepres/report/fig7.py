@@ -8,29 +8,19 @@ import io
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from torch import nn
 
 from deepres.errors import UserError
+from deepres.models import CifarResNet
 from deepres.report.runs import Net, Run, Sweep
 
 NETS = (Net(False, 20), Net(False, 56), Net(True, 20, "A"), Net(True, 56, "A"), Net(True, 110, "A"))
 
 
-def response_layers(net: nn.Module) -> list[nn.BatchNorm2d]:
-    """The BN right after each 3x3 conv, in network order (the stem's, then two per basic block); the BNs of
-    projection shortcuts follow 1x1 convs and are left out."""
-    layers, previous = [], None
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d) and isinstance(previous, nn.Conv2d) and previous.kernel_size == (3, 3):
-            layers.append(module)
-        previous = module
-    return layers
-
-
 @torch.no_grad()
-def response_stds(net: nn.Module, batches, device: torch.device) -> list[float]:
-    """The std of every value each response layer outputs over all batches (images, channels, positions)."""
-    layers = response_layers(net)
+def response_stds(net: CifarResNet, batches, device: torch.device) -> list[float]:
+    """The std of every value each response layer (net.response_layers(): the BN after each 3x3 conv, in network
+    order) outputs over all batches (images, channels, positions)."""
+    layers = net.response_layers()
     sums = torch.zeros(len(layers), 3, dtype=torch.float64, device=device)  # count, sum, sum of squares
 
     def hook(index: int):

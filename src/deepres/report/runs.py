@@ -15,12 +15,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from deepres.checkpointing import FINAL
 from deepres.config import register_resolvers
 from deepres.errors import UserError
-from deepres.metrics_csv import FILENAME, read_rows
-from deepres.run_dir import STATUS
-from deepres.speed import constructor_config
+from deepres.models import construct
+from deepres.runs.metrics_csv import FILENAME, read_rows
+from deepres.runs.run_dir import FINAL, STATUS
 
 NET_KEYS = ("model.depth", "model.residual", "model.shortcut", "seed")
 
@@ -92,7 +91,7 @@ class Run:
     def build_net(self, num_classes: int, device: str | torch.device = "cpu") -> nn.Module:
         """The run's net as train.py builds it (untrained)."""
         with torch.device(device):
-            return instantiate(constructor_config(self.config.model), num_classes=num_classes)
+            return construct(self.config.model, num_classes)
 
     def trained_net(self, num_classes: int) -> nn.Module:
         """The net with the weights of checkpoints/final.ckpt, in eval mode."""

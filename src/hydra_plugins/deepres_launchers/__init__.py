@@ -8,15 +8,18 @@ Four changes to the originals:
   its status.json is marked failed with the scheduler's verdict, the other jobs' results are collected, and the
   sweep summary lists it (the command then exits 1).
 - The local launcher runs at most `array_parallelism` jobs at once, like a SLURM array's `%N`.
-- With `max_pack_size` > 1 (hydra/launcher=packed or packed_slurm), jobs that may share a network are submitted as
-  packs, one submitit job each (`PackJob`), trained as one network by deepres.packed_train; the others as usual.
+- With `max_pack_size` > 1 (hydra/launcher=packed or packed_slurm), jobs that may share a network
+  (deepres.packing.plan) are submitted as packs, one submitit job each (`PackJob`), trained as one network by
+  deepres.training.fit; the others as usual.
 
 Requeue has one owner, submitit: near the time limit SLURM sends USR2 (`signal_delay_s` before the end), submitit
 requeues the job (`max_num_timeout` times), and the requeued job re-runs the same Hydra job in the same directory,
 which resumes from checkpoints/last.ckpt. A job that SLURM preempts or that is `scontrol requeue`d re-runs the same
-way. Lightning's own SLURM requeue (SIGUSR1) is switched off in the job (see `cluster_plugins`)."""
+way. Lightning's own SLURM requeue (SIGUSR1) is switched off in the job (deepres.training.build.cluster_plugins).
+
+A plugin is imported by every Hydra app of the environment: this one loads neither torch nor Lightning (only
+deepres.packing.plan and deepres.runs); a pack's job imports the training code when it runs."""
 import logging
-import sys
 import time
 from abc import abstractmethod
 from collections.abc import Callable
@@ -28,6 +31,11 @@ from hydra.core.utils import JobReturn, JobStatus, filter_overrides, run_job, se
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from deepres.config import uses_cuda
+from deepres.packing.plan import pack_key
+from deepres.runs.lifecycle import Member, report_outcome
+from deepres.runs.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 _INIT_KEYS = ("submitit_folder", "max_num_timeout")
@@ -57,8 +65,6 @@ class _SweepLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
         """Submit the sweep's jobs, except those whose run has completed (a re-launched sweep does not queue them
         again), runs that may share a network as packs of at most max_pack_size, and wait for them all."""
-        from deepres.run_dir import RunDir
-
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         log.info(f"Submitit '{self._EXECUTOR}' sweep output dir : {sweep_dir}")
@@ -81,12 +87,8 @@ class _SweepLauncher(BaseSubmititLauncher):
         return [returns[idx] for idx in sorted(returns)]
 
     def _packs(self, todo: list[tuple[list[str], int]]) -> list[list[tuple[list[str], int]]]:
-        """The jobs in groups of those that may share a network (see deepres.packed_train.pack_key) and stand at
-        the same iteration, at most max_pack_size each; a job that packs with no other is a group of one."""
-        from deepres.packed_train import pack_key
-        from deepres.run_dir import RunDir
-        from deepres.speed import uses_cuda
-
+        """The jobs in groups of those that may share a network (deepres.packing.plan.pack_key) and stand at the
+        same iteration, at most max_pack_size each; a job that packs with no other is a group of one."""
         by_key: dict[tuple, list] = {}
         for overrides, idx in todo:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
@@ -107,10 +109,7 @@ class _SweepLauncher(BaseSubmititLauncher):
         then train them together."""
         import submitit
 
-        from deepres.errors import UserError
-        from deepres.packed_train import Member, train_pack
-        from deepres.run_dir import RunDir
-        from deepres.signals import Interrupted
+        from deepres.training.fit import train_members
 
         Singleton.set_state(singleton_state)
         setup_globals()
@@ -124,17 +123,7 @@ class _SweepLauncher(BaseSubmititLauncher):
                                    job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
         members = [Member(ret.return_value, RunDir(ret.hydra_cfg.hydra.runtime.output_dir), " ".join(ret.overrides))
                    for ret in returns]
-        try:
-            statuses = train_pack(members)
-        except Interrupted as stop:
-            log.warning(f"{stop}: checkpoints saved; re-run the same command to resume")
-            sys.exit(128 + stop.signum)
-        except UserError as err:
-            log.error(f"pack failed: {err}")
-            statuses = [None] * len(members)
-        except Exception:
-            log.exception("pack failed")
-            statuses = [None] * len(members)
+        statuses = report_outcome(lambda: train_members(members), multirun=True, what="pack") or [None] * len(members)
         for ret, status in zip(returns, statuses):
             ret.return_value = status
         return returns
@@ -143,8 +132,6 @@ class _SweepLauncher(BaseSubmititLauncher):
         """The JobReturn of each job of the group (a pack returns one per member); for a job that ended without
         them, mark each run failed and return empty ones."""
         from submitit.core.utils import FailedJobError, UncompletedJobError
-
-        from deepres.run_dir import RunDir
 
         try:
             result = job.results()[0]
@@ -219,10 +206,3 @@ class LocalLauncher(_SweepLauncher):
             jobs.append(executor.submit(fn, *args))
         return jobs
 
-
-def cluster_plugins() -> list:
-    """Trainer plugins for the cluster the job runs on: under SLURM, Lightning's SLURM environment (ranks, nodes,
-    master address for DDP) without its auto-requeue, since submitit owns requeueing."""
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []

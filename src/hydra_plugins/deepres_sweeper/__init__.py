@@ -3,7 +3,6 @@ hydra_plugins namespace; selected in conf/hydra/default.yaml)."""
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 from deepres.errors import UserError
-from deepres.validate import validate
 
 
 class ValidatingSweeper(BasicSweeper):
@@ -11,6 +10,8 @@ class ValidatingSweeper(BasicSweeper):
     bad point in a grid costs seconds, not the hours of the jobs launched before it."""
 
     def validate_batch_is_legal(self, batch) -> None:
+        from deepres.training.validate import validate  # here: plugin discovery must not load torch
+
         for overrides in batch:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             try:

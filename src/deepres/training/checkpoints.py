@@ -1,9 +1,11 @@
-"""Checkpoints that survive a kill at any moment: last.ckpt every N iterations, final.ckpt at the end.
+"""Checkpoints that survive a kill at any moment: last.ckpt every N iterations, final.ckpt at the end, each written
+into every member's own run directory in the format of a run trained alone (packing/members.py).
 
 last.ckpt is written where Lightning's own loop can resume from exactly: after the iteration, or, at an iteration
 that is also evaluated, after the evaluation (so its rows are in the checkpoint and it is not run twice). The metric
-rows travel inside each checkpoint (see metrics_csv.py)."""
+rows travel inside each checkpoint (see runs/metrics_csv.py)."""
 import io
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -11,10 +13,9 @@ from lightning.pytorch import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
-from deepres.atomic import atomic_write
-from deepres.metrics_csv import MetricsCSVLogger
-
-LAST, FINAL = "last.ckpt", "final.ckpt"
+from deepres.errors import UserError
+from deepres.runs.atomic import atomic_write
+from deepres.runs.run_dir import FINAL, LAST, RunDir
 
 
 def checkpoint_bytes(net: torch.nn.Module) -> int:
@@ -31,6 +32,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda f: f.write(buffer.getbuffer()))
 
 
+class MemberCheckpointIO(AtomicCheckpointIO):
+    """Saves the members' checkpoints, not the network's: `split(checkpoint)` gives each live member's checkpoint by
+    its index, written atomically under the file name Lightning asked for into the member's checkpoints/. Loading
+    merges the members' resume checkpoints with `merge` (they must stand at one iteration)."""
+
+    def __init__(self, runs: Sequence[RunDir], split: Callable[[dict], dict[int, dict]],
+                 merge: Callable[[list[dict]], dict]):
+        super().__init__()
+        self.runs, self.split, self.merge = list(runs), split, merge
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        for k, member in self.split(checkpoint).items():
+            super().save_checkpoint(member, self.runs[k].checkpoints / Path(path).name)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """`path` names the resume point; each member's own checkpoint is loaded (written by this project)."""
+        load = super().load_checkpoint
+        loaded = [load(p, weights_only=False) if p else None for p in (run.resume_checkpoint() for run in self.runs)]
+        steps = {c["global_step"] if c else 0 for c in loaded}
+        if len(steps) > 1:
+            raise UserError(f"the runs {[str(run.path) for run in self.runs]} stand at different iterations "
+                            f"({sorted(steps)}) and cannot resume as one pack; the packed launcher packs runs by "
+                            "iteration.")
+        return self.merge(loaded)
+
+
+def resume_path(runs: Sequence[RunDir]) -> Path | None:
+    """What to resume from (MemberCheckpointIO loads every member's): None for runs that start afresh."""
+    return next((path for path in (run.resume_checkpoint() for run in runs) if path is not None), None)
+
+
 class RunCheckpoints(Callback):
     def __init__(self, dirpath: str | Path, every_n_steps: int):
         self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
@@ -41,10 +73,6 @@ class RunCheckpoints(Callback):
         """Save last.ckpt at the next point where a resume is exact, then stop the Trainer (SIGTERM, Ctrl-C)."""
         self.stop_signal = signum
 
-    @staticmethod
-    def _metrics_loggers(trainer) -> list[MetricsCSVLogger]:
-        return [lg for lg in trainer.loggers if isinstance(lg, MetricsCSVLogger)]
-
     def _due(self, trainer) -> bool:
         step = trainer.global_step
         return (step % self.every_n_steps == 0 or self.stop_signal is not None) and step != self._saved_at
@@ -53,8 +81,6 @@ class RunCheckpoints(Callback):
         pl_module.check_finite(weights=True)
         trainer.save_checkpoint(self.dirpath / LAST)
         self._saved_at = trainer.global_step
-        for logger in self._metrics_loggers(trainer):
-            logger.save()
         if self.stop_signal is not None:
             trainer.should_stop = True
 
@@ -69,11 +95,5 @@ class RunCheckpoints(Callback):
     def save_final(self, trainer) -> None:
         trainer.save_checkpoint(self.dirpath / FINAL)
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        for logger in self._metrics_loggers(trainer):
-            checkpoint["metric_rows"] = logger.state_dict()
-
     def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         self._saved_at = checkpoint["global_step"]
-        for logger in self._metrics_loggers(trainer):
-            logger.load_state_dict(checkpoint["metric_rows"])

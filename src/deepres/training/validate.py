@@ -1,27 +1,23 @@
 """Checks of a composed config that must pass before any training starts; each failure is one UserError."""
+from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from deepres.errors import UserError
+from deepres.models import NETS
 from deepres.models.blocks import check_shortcut, check_stride_on
-from deepres.models.cifar import depth_to_n
-from deepres.models.imagenet import table_1_row
-from deepres.schedule import milestone_steps
-
-# model target -> (its config, its depth check, the data sets it is built for)
-NETS = {"deepres.models.CifarResNet": ("cifar_resnet", depth_to_n, ("cifar10", "cifar100")),
-        "deepres.models.ImageNetResNet": ("imagenet_resnet", table_1_row, ("imagenet",))}
+from deepres.training.schedule import milestone_steps
 
 
 def _check_model(cfg: DictConfig) -> None:
     """The depth must be one the net has, and the net must be the one of the data set (32x32 or 224x224 stem)."""
-    if cfg.model._target_ not in NETS:
+    net = get_class(cfg.model._target_)
+    if net not in NETS:
         return
-    name, check_depth, data_names = NETS[cfg.model._target_]
-    check_depth(cfg.model.depth)
-    if cfg.data.name not in data_names:
-        pairs = "; ".join(f"model={net}: data={' or '.join(names)}" for net, _, names in NETS.values())
-        raise UserError(f"model={name} does not train on data={cfg.data.name}: each net is built for its data set's "
-                        f"image size ({pairs}).")
+    net.check_depth(cfg.model.depth)
+    if cfg.data.name not in net.data_sets:
+        pairs = "; ".join(f"model={other.config}: data={' or '.join(other.data_sets)}" for other in NETS)
+        raise UserError(f"model={net.config} does not train on data={cfg.data.name}: each net is built for its data "
+                        f"set's image size ({pairs}).")
 
 
 def _positive(cfg: DictConfig, key: str) -> None:

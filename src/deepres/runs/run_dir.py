@@ -1,7 +1,8 @@
 """One run's directory: an exclusive lock, a status file, and the checkpoint to resume from.
 
 status.json is the run's record for the sweep summary: running, completed or failed (with the reason).
-Under data parallelism only global rank 0 locks and writes; the other processes of the run only train."""
+Under data parallelism only global rank 0 locks and writes; the other processes of the run only train. Nothing here
+loads torch or Lightning: the launcher plugins read run directories in every Hydra app."""
 import fcntl
 import json
 import os
@@ -9,14 +10,13 @@ import secrets
 import shutil
 from pathlib import Path
 
-import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning_utilities.core.rank_zero import rank_zero_only  # Lightning's own, which sets its rank
 
-from deepres.atomic import atomic_write_text
-from deepres.checkpointing import FINAL, LAST
 from deepres.errors import UserError
+from deepres.runs.atomic import atomic_write_text
 
 STATUS = "status.json"
+LAST, FINAL = "last.ckpt", "final.ckpt"  # in checkpoints/: every checkpoint.every_n_steps, and at the end
 
 
 class RunDir:
@@ -87,7 +87,11 @@ class RunDir:
     def resume_step(self) -> int:
         """The iteration the run resumes from: 0 without a checkpoint."""
         path = self.resume_checkpoint()
-        return 0 if path is None else torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+        if path is None:
+            return 0
+        import torch  # only when there is a checkpoint to read
+
+        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
 
     @rank_zero_only
     def wandb_id(self) -> str:

@@ -1,4 +1,4 @@
-"""Small Trainer callbacks."""
+"""The progress bar of a run (or pack): iterations, and the last training row."""
 from lightning.pytorch.callbacks import RichProgressBar
 
 

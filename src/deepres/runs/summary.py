@@ -11,8 +11,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from deepres.atomic import atomic_write_text
-from deepres.run_dir import STATUS
+from deepres.runs.atomic import atomic_write_text
+from deepres.runs.run_dir import STATUS
 
 log = logging.getLogger("deepres")
 COLUMNS = ["job", "name", "overrides", "status", "steps", "train/error", "test/error", "val/error", "wall_time_s",

@@ -9,7 +9,7 @@ from pathlib import Path
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from deepres.atomic import atomic_write_text
+from deepres.runs.atomic import atomic_write_text
 
 FILENAME = "metrics.csv"
 

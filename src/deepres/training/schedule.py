@@ -60,9 +60,9 @@ class PlateauSchedule(IterationSchedule):
     `max_drops` times. A drop applies from the iteration of the evaluation that found the plateau; the drops are
     milestones, so the learning rate is computed as in IterationSchedule and resumes with the checkpoint."""
 
-    def __init__(self, lr: float, gamma: float, max_steps: int, depth: int, monitor: str = "test/error",
-                 patience: int = 5, threshold: float = 0.1, max_drops: int = 3):
-        super().__init__(lr, milestones=[], gamma=gamma, max_steps=max_steps, depth=depth, warmup_from_depth=None)
+    def __init__(self, lr: float, gamma: float, max_steps: int, monitor: str = "test/error", patience: int = 5,
+                 threshold: float = 0.1, max_drops: int = 3):
+        super().__init__(lr, milestones=[], gamma=gamma, max_steps=max_steps, depth=0, warmup_from_depth=None)
         self.monitor, self.patience, self.threshold, self.max_drops = monitor, patience, threshold, max_drops
         self.best, self.stale = float("inf"), 0
 

@@ -1,0 +1,55 @@
+"""A run's net from its model config: the constructor's arguments, then the net switches applied to the built net.
+
+  model.channels_last  NHWC weights, so convolutions run channels-last (tensor cores' layout); on with CUDA
+  model.compile        false, true (torch.compile's default mode) or a mode: reduce-overhead = CUDA graphs
+
+The other speed switches are the Trainer's (trainer.precision, trainer.benchmark: conf/trainer/default.yaml) or the
+net's own argument (model.checkpoint_activations: blocks.py). model.compile stays off by default: on the H100 of
+../shared/GPU.md the default mode is slower than eager for the CIFAR nets, and CUDA graphs, the mode that wins
+there, take over a minute to compile ResNet-110."""
+from collections.abc import Mapping
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from deepres.errors import UserError
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# keys of the model config that are switches applied to the built net, not arguments of its constructor
+NET_SWITCHES = ("channels_last", "compile")
+
+
+def compile_mode(value: bool | str | None) -> str | None:
+    """The torch.compile mode of a `model.compile` value; None when off."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if value not in COMPILE_MODES:
+        raise UserError(f"model.compile={value!r} is not a torch.compile setting; valid: false, true (default mode), "
+                        f"{', '.join(COMPILE_MODES[1:])} (reduce-overhead: CUDA graphs).")
+    return value
+
+
+def construct(model_cfg: Mapping, num_classes: int, **args) -> nn.Module:
+    """The net of a model config, as its constructor makes it (no switches): for loading weights, counting
+    parameters, packing. `args` override the config's (residual=[...] for several members)."""
+    return instantiate({key: model_cfg[key] for key in model_cfg if key not in NET_SWITCHES}, num_classes=num_classes,
+                       **args)
+
+
+def apply_switches(net: nn.Module, model_cfg: Mapping) -> nn.Module:
+    """model.channels_last and model.compile, in place. nn.Module.compile keeps the state dict's keys, so
+    checkpoints load into an uncompiled net."""
+    mode = compile_mode(model_cfg.get("compile", False))
+    if model_cfg.get("channels_last", False):
+        net.to(memory_format=torch.channels_last)
+    if mode is not None:
+        net.compile(mode=mode)
+    return net
+
+
+def build(model_cfg: Mapping, num_classes: int, **args) -> nn.Module:
+    """The net a run trains: constructed, then switched."""
+    return apply_switches(construct(model_cfg, num_classes, **args), model_cfg)

@@ -1,0 +1,111 @@
+"""How runs start, stop and end, whether a run trains alone or several train as one network (a pack): the same
+records and the same exit policy for both.
+
+    with recorded(members) as todo:   # each directory locked; completed runs left as they are
+        ...train todo...              # a signal marks the unfinished runs interrupted, an error marks them failed
+
+report_outcome(train, multirun) is the exit policy of a Hydra job: a single run exits 2 on a user error, 128 + N on
+signal N (after saving its checkpoint); in a sweep, a failed job (or pack) is logged and the sweep goes on."""
+import contextlib
+import errno
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+from omegaconf import DictConfig
+
+from deepres.errors import EXIT_USER_ERROR, Diverged, UserError
+from deepres.runs.run_dir import LAST, RunDir
+from deepres.runs.signals import Interrupted
+
+log = logging.getLogger("deepres")
+T = TypeVar("T")
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@dataclass
+class Member:
+    """One run to train: its composed config, its run directory, its overrides (for status.json)."""
+
+    cfg: DictConfig
+    run: RunDir
+    overrides: str
+
+
+def explain_failure(err: BaseException, run: RunDir | None) -> BaseException:
+    """Add what was kept to a divergence, and turn a full disk into a user error; `run` None: several runs."""
+    if run is None:
+        kept = "each run keeps its last good checkpoint, if it had saved one"
+    elif (run.checkpoints / LAST).is_file():
+        kept = f"the last good checkpoint is {run.checkpoints / LAST}"
+    else:
+        kept = "no checkpoint had been saved yet"
+    if isinstance(err, Diverged):
+        return Diverged(f"{err} The run is stopped; {kept}.")
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        where = run.path if run is not None else "the run directories"
+        return UserError(f"no space left to write in {where} ({err.strerror}); every file written before is "
+                         f"whole and {kept}: free some space and re-run the same command to resume.")
+    return err
+
+
+def mark_failed(run: RunDir, err: BaseException) -> BaseException:
+    """status.json failed with the reason, if it can still be written (the disk may be full); the explained error."""
+    explained = explain_failure(err, run)
+    with contextlib.suppress(OSError):
+        run.write_status(status="failed", reason=f"{type(explained).__name__}: {explained}")
+    return explained
+
+
+@contextlib.contextmanager
+def recorded(members: list[Member]) -> Iterator[list[Member]]:
+    """Lock the members' directories and yield those still to train. Whatever stops the training is recorded in
+    every started (status running) member's status.json: interrupted by a signal, or failed with the reason. An
+    error leaves as explained for the user (explain_failure)."""
+    with contextlib.ExitStack() as locks:
+        for member in members:
+            member.run.lock()
+            locks.callback(member.run.unlock)
+        todo = []
+        for member in members:
+            if member.run.status().get("status") == "completed":
+                log.info(f"{member.run.path} already finished; delete it to train again")
+            else:
+                todo.append(member)
+        try:
+            yield todo
+        except Interrupted as stop:
+            for member in todo:
+                if member.run.status().get("status") == "running":
+                    member.run.write_status(status="interrupted", reason=str(stop))
+            raise
+        except Exception as err:
+            for member in todo:
+                if member.run.status().get("status") == "running":
+                    mark_failed(member.run, err)
+            explained = explain_failure(err, todo[0].run if len(todo) == 1 else None)
+            if explained is err:
+                raise
+            raise explained from err
+
+
+def report_outcome(train: Callable[[], T], multirun: bool, what: str = "job") -> T | None:
+    """train() under the exit policy of a Hydra job (see the module's docstring); None for a failed sweep job."""
+    try:
+        return train()
+    except UserError as err:
+        if multirun:
+            log.error(f"{what} failed: {err}")
+            return None
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except Interrupted as stop:
+        log.warning(f"{stop}: checkpoint saved; re-run the same command to resume")
+        sys.exit(128 + stop.signum)
+    except Exception:
+        if multirun:
+            log.exception(f"{what} failed")
+            return None
+        raise

@@ -1,0 +1,67 @@
+"""The objects of a run, or of a pack of runs, from their composed configs: the DataModule, the net and optimiser
+(packing/members.py), the LightningModule, the loggers and the Trainer."""
+from collections.abc import Callable, Sequence
+
+import lightning as L
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+from deepres.errors import Diverged
+from deepres.packing.members import Pack
+from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.run_dir import RunDir
+from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
+from deepres.training.module import Classifier
+from deepres.training.progress import StepProgressBar
+
+
+def build_datamodule(cfgs: Sequence[DictConfig]) -> L.LightningDataModule:
+    """The data of the runs: for a pack, one training stream per member (its data.seed), the same evaluation."""
+    if len(cfgs) == 1:
+        return instantiate(cfgs[0].data)
+    return instantiate(cfgs[0].data, member_seeds=[cfg.data.seed for cfg in cfgs])
+
+
+def build_module(cfgs: Sequence[DictConfig], datamodule: L.LightningDataModule, pack: Pack,
+                 loggers: Sequence[Sequence] | None = None,
+                 on_failure: Callable[[int, Diverged], None] | None = None) -> Classifier:
+    """The LightningModule of the runs: the pack's net and optimiser, each run's schedule and loggers."""
+    return Classifier(pack.net, pack.optimizer, [instantiate(cfg.schedule) for cfg in cfgs], datamodule.eval_names,
+                      top5=datamodule.top5, loggers=loggers, on_failure=on_failure, freeze=pack.freeze)
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
+    """One run's DataModule and LightningModule (without loggers), as its training builds them."""
+    datamodule = build_datamodule([cfg])
+    return datamodule, build_module([cfg], datamodule, Pack([cfg], datamodule.num_classes))
+
+
+def build_loggers(cfg: DictConfig, run: RunDir) -> list:
+    """metrics.csv first, then the configured logger (W&B: with the run's id, so a resumed run continues its W&B
+    run, and one W&B run per run of a pack)."""
+    loggers = [MetricsCSVLogger(run.path)]
+    if cfg.get("logger"):
+        wandb = issubclass(get_class(cfg.logger._target_), WandbLogger)
+        loggers.append(instantiate(cfg.logger, **({"id": run.wandb_id(), "reinit": "create_new"} if wandb else {})))
+    for logger in loggers[1:]:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return loggers
+
+
+def cluster_plugins() -> list:
+    """Trainer plugins for the cluster the job runs on: under SLURM, Lightning's SLURM environment (ranks, nodes,
+    master address for DDP) without its auto-requeue, since submitit owns requeueing (hydra_plugins)."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+def make_trainer(cfg: DictConfig, run: RunDir, checkpoint_io: AtomicCheckpointIO) -> tuple[L.Trainer, RunCheckpoints]:
+    """The Trainer of cfg.trainer, with the run's checkpoints (in run.checkpoints, written by checkpoint_io). The
+    LightningModule logs to its members' loggers itself: the Trainer has none."""
+    checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
+    callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False,
+                          plugins=[checkpoint_io, *cluster_plugins()], default_root_dir=str(run.path))
+    return trainer, checkpoints

@@ -1,0 +1,138 @@
+"""Training runs: train_members(members) fits one run, or a pack of runs as one network, each leaving what a run
+leaves in its own directory (status.json, metrics.csv, its W&B run, checkpoints/last.ckpt and final.ckpt), recorded
+by runs/lifecycle.py. run_job(cfg) is the Hydra task of src/train.py: one run, under the jobs' exit policy."""
+import contextlib
+import logging
+import time
+import warnings
+
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.syntax import Syntax
+
+from deepres.config import is_multirun
+from deepres.errors import Diverged, UserError
+from deepres.packing.members import Pack
+from deepres.packing.plan import MEMBER_KEYS, pack_key
+from deepres.runs.lifecycle import Member, mark_failed, recorded, report_outcome
+from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.run_dir import RunDir
+from deepres.runs.signals import Interrupted, graceful_stop
+from deepres.training.build import build_datamodule, build_loggers, build_module, make_trainer
+from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_path
+from deepres.training.module import Classifier
+from deepres.training.validate import validate
+
+log = logging.getLogger("deepres")
+warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # torch vs Lightning, not ours to fix
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
+
+
+def run_job(cfg: DictConfig) -> dict | None:
+    """The Hydra task: a single run exits 2 on a user error; a sweep job records its failure and lets the sweep go
+    on (the summary marks it, and the sweep's exit status says a job failed)."""
+    return report_outcome(lambda: train(cfg), multirun=is_multirun())
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit one run in the Hydra output directory, resuming from its checkpoint if it has one; its status.json."""
+    hydra_cfg = HydraConfig.get()
+    member = Member(cfg, RunDir(hydra_cfg.runtime.output_dir), " ".join(hydra_cfg.overrides.task))
+    return train_members([member])[0]
+
+
+def train_members(members: list[Member]) -> list[dict]:
+    """Train the runs as one network (one run: its own net) and return their status.json contents. A member that
+    diverges is marked failed and frozen while the others finish; an error of the whole pack marks every
+    unfinished member."""
+    with recorded(members) as todo:
+        if todo:
+            for member in todo:
+                validate(member.cfg)
+            _check_packable(todo)
+            Console(stderr=True).print(Syntax(OmegaConf.to_yaml(todo[0].cfg, resolve=True), "yaml"))
+            _fit(todo)
+    return [member.run.status() for member in members]
+
+
+def _check_packable(members: list[Member]) -> None:
+    keys = {pack_key(member.cfg) for member in members}
+    if len(members) > 1 and (None in keys or len(keys) > 1):
+        raise UserError(f"the runs {[m.overrides for m in members]} cannot share a network: they must be CIFAR nets "
+                        f"differing only in {', '.join(MEMBER_KEYS[:4])}.")
+
+
+def _fit(members: list[Member]) -> None:
+    started, cfg, cfgs = time.time(), members[0].cfg, [m.cfg for m in members]
+    previous_wall = [member.run.status().get("wall_time_s", 0.0) for member in members]
+    together = {"pack": [m.run.path.name for m in members]} if len(members) > 1 else {}
+    for member in members:
+        member.run.write_status(status="running", name=member.cfg.name, overrides=member.overrides, reason="",
+                                **together)
+    if together:
+        log.info(f"training {len(members)} runs as one network: {', '.join(together['pack'])}")
+    datamodule = build_datamodule(cfgs)
+    pack = Pack(cfgs, datamodule.num_classes)
+    for member in members:
+        member.run.check_free_space(checkpoint_bytes(pack.net) // len(members))
+    loggers: list[list] = []
+    try:
+        loggers.extend(build_loggers(m.cfg, m.run) for m in members)
+        csvs: list[MetricsCSVLogger] = [member_loggers[0] for member_loggers in loggers]
+
+        def on_failure(k: int, err: Diverged) -> None:
+            explained = mark_failed(members[k].run, err)
+            csvs[k].save()
+            if module.live:
+                log.error(f"{members[k].run.path}: {explained} The other runs of its pack go on.")
+
+        module = build_module(cfgs, datamodule, pack, loggers, on_failure)
+        io = MemberCheckpointIO([m.run for m in members], lambda ckpt: pack.split(ckpt, module, module.live),
+                                lambda ckpts: pack.merge(ckpts, module))
+        trainer, checkpoints = make_trainer(cfg, members[0].run, io)
+        fit(trainer, checkpoints, module, datamodule, resume_path([m.run for m in members]))
+        wall = time.time() - started
+        for k in module.live:
+            csvs[k].save()
+            members[k].run.write_status(status="completed", steps=trainer.global_step, **final_metrics(csvs[k]),
+                                        wall_time_s=round(previous_wall[k] + wall, 1))
+    finally:
+        _finish(loggers)
+
+
+def fit(trainer: L.Trainer, checkpoints: RunCheckpoints, module: Classifier, datamodule: L.LightningDataModule,
+        ckpt_path) -> None:
+    """Train to trainer.max_steps (from ckpt_path when given), evaluate the last iteration, save final.ckpt."""
+    # Lightning ends a SIGTERM'd fit with SIGTERMException (exit status 0); our handler has saved the checkpoint by
+    # then and Interrupted below gives the run its status and exit code.
+    with graceful_stop(checkpoints.request_stop), contextlib.suppress(SIGTERMException):
+        trainer.fit(module, datamodule, ckpt_path=ckpt_path)
+    if checkpoints.stop_signal is not None and trainer.global_step < trainer.max_steps:
+        raise Interrupted(checkpoints.stop_signal)
+    if trainer.global_step % trainer.val_check_batch:
+        trainer.validate(module, datamodule, verbose=False)
+    checkpoints.save_final(trainer)
+
+
+def final_metrics(csv_logger: MetricsCSVLogger) -> dict:
+    last = {}
+    for step in sorted(csv_logger.rows):
+        last.update(csv_logger.rows[step])
+    return {k: last[k] for k in ("train/loss", "train/error", "test/loss", "test/error", "val/error") if k in last}
+
+
+def _finish(loggers: list[list]) -> None:
+    """Close the runs' W&B runs that were started, so that the next job of a sweep (same process) starts its own."""
+    for logger in (lg for member_loggers in loggers for lg in member_loggers[1:]):
+        if getattr(logger, "_experiment", None) is not None:
+            logger.experiment.finish()
