@@ -30,14 +30,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepres.callbacks import StepProgressBar
-from deepres.checkpointing import AtomicCheckpointIO, RunCheckpoints
+from deepres.config import if_cuda
 from deepres.data.cifar import CifarDataModule, Normalize
-from deepres.metrics_csv import MetricsCSVLogger
 from deepres.models import CifarResNet
-from deepres.schedule import IterationSchedule
-from deepres.speed import if_cuda, prepare
-from deepres.task import Classifier
+from deepres.models.build import apply_switches
+from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
+from deepres.training.module import Classifier
+from deepres.training.progress import StepProgressBar
+from deepres.training.schedule import IterationSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}  # conf/optimizer/sgd.yaml
@@ -185,16 +186,15 @@ def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar,
                         wait: Callable[[], object] | None = None) -> StepTime:
     """Time per iteration of the project's training path."""
     torch.manual_seed(0)
-    net = prepare(make_net(), switches)
-    module = Classifier(net, partial(torch.optim.SGD, **SGD), paper_schedule(depth), data.eval_names)
+    net = apply_switches(make_net(), switches)
     with tempfile.TemporaryDirectory() as run_dir:
-        return project_fit_time(module, data, steps, warmup, switches, run_dir, [MetricsCSVLogger(run_dir)],
-                                progress_bar, wait)
+        module = Classifier(net, partial(torch.optim.SGD, **SGD), [paper_schedule(depth)], data.eval_names,
+                            loggers=[[MetricsCSVLogger(run_dir)]])
+        return project_fit_time(module, data, steps, warmup, switches, run_dir, progress_bar, wait)
 
 
 def project_fit_time(module: L.LightningModule, data: SyntheticCifar, steps: int, warmup: int, switches: Mapping,
-                     run_dir: str, loggers: list | bool, progress_bar: bool = True,
-                     wait: Callable[[], object] | None = None) -> StepTime:
+                     run_dir: str, progress_bar: bool = True, wait: Callable[[], object] | None = None) -> StepTime:
     """Fit `module` in a Trainer configured as conf/trainer/default.yaml, with the run's checkpoint callback and
     progress bar; the time per iteration of its timed window."""
     data.clock = clock = Clock(warmup, warmup + steps, wait)
@@ -203,7 +203,7 @@ def project_fit_time(module: L.LightningModule, data: SyntheticCifar, steps: int
                         max_epochs=-1, val_check_interval=NEVER, check_val_every_n_epoch=None,
                         log_every_n_steps=LOG_EVERY, num_sanity_val_steps=0, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=progress_bar,
-                        benchmark=if_cuda("auto", True, None), callbacks=callbacks, logger=loggers,
+                        benchmark=if_cuda("auto", True, None), callbacks=callbacks, logger=False,
                         plugins=[AtomicCheckpointIO()], default_root_dir=run_dir)
     trainer.fit(module, data)
     data.clock = None
@@ -245,7 +245,7 @@ def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps:
     the comparison, SyntheticCifar.stream(): the same stream and batch as the Lightning path)."""
     torch.manual_seed(0)
     dev = device()
-    net = prepare(make_net(), switches).to(dev).train()
+    net = apply_switches(make_net(), switches).to(dev).train()
     optimizer = torch.optim.SGD(net.parameters(), **SGD)
     schedule = paper_schedule(depth)
     bf16 = precision(switches) == "bf16-mixed"

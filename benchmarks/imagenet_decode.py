@@ -12,7 +12,7 @@ Per core: one process, one thread, each path over the same files (3 passes, time
   gpu-path worker what a worker does for data.decode=gpu: read the file, parse its JPEG header, draw the window
   eval sample     decode + shorter side 256 + centre 224 crop
   PIL train       PIL open/convert + resize shorter side + crop + flip + to tensor (the usual torchvision recipe)
-Workers: the training DataLoader (TrainStream) with N worker processes, batch 64, images/s over all workers.
+Workers: the training DataLoader (TrainSamples) with N worker processes, batch 64, images/s over all workers.
 With CUDA, also the device's share of data.decode=gpu: decode (nvJPEG) + crop/resize/flip of batches of 256."""
 import argparse
 import os
@@ -32,7 +32,7 @@ import torchvision
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from deepres.data.imagenet import StreamLoader, TrainStream
+from deepres.data.imagenet import StreamLoader, TrainSamples
 from deepres.data.imagenet_augment import center_view, crop_window, scale_augment
 from deepres.data.imagenet_folder import class_names, read_rgb, scan
 from deepres.data.jpeg import DeviceDecoder, collate, load, train_item
@@ -93,7 +93,7 @@ def with_workers(root: Path, workers: int, batches: int = 12, batch: int = 64) -
     """Images/s of the training DataLoader with `workers` processes, after one warm-up batch per worker."""
     folder = scan(root, "train", class_names(root))
     augment = partial(scale_augment, crop=224, scale=(256, 480), flip=True)
-    loader = StreamLoader(TrainStream(folder, batch, 0, 1, 0, augment), lambda: 0, batch_size=batch,
+    loader = StreamLoader(TrainSamples(folder, batch, 0, 1, 0, augment), lambda: 0, batch_size=batch,
                           num_workers=workers)
     it = iter(loader)
     for _ in range(workers):

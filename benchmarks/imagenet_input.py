@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 
 from deepres.config import register_resolvers
 from deepres.data.imagenet import ImageNetDataModule
-from deepres.train import build
+from deepres.training.build import build
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -1,5 +1,5 @@
-"""Packed runs: run-steps/second of K runs trained as one network (src/deepres/models/packed.py) against one run, by
-pack size, through the project's Lightning path (PackedClassifier in the Trainer of common.py):
+"""Packed runs: run-steps/second of K runs trained as one network (src/deepres/packing/) against one run, by pack
+size, through the project's Lightning path (the Classifier of K members in the Trainer of common.py):
 
     python benchmarks/packed.py [--nets resnet20 resnet56] [--packs 1 2 4 8 16] [--steps N] [--out FILE.md]
 
@@ -27,11 +27,13 @@ from common import (
     publish,
 )
 
-from deepres.data.cifar import PackedCifarDataModule
-from deepres.metrics_csv import MetricsCSVLogger
-from deepres.models.packed import PackedCifarResNet
-from deepres.packed_task import PackedClassifier, PackedSGD
-from deepres.speed import prepare, uses_cuda
+from deepres.config import uses_cuda
+from deepres.models import CifarResNet
+from deepres.models.build import apply_switches
+from deepres.packing.members import freeze_member
+from deepres.packing.optimizer import PackedSGD
+from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.training.module import Classifier
 
 NETS = {"resnet20": 20, "resnet56": 56}
 SWITCHES = {"channels_last": uses_cuda("auto")}  # conf/model/cifar_resnet.yaml's default on this machine
@@ -39,24 +41,24 @@ SWITCHES = {"channels_last": uses_cuda("auto")}  # conf/model/cifar_resnet.yaml'
 STEPS = {"cuda": (200, 30), "cpu": (6, 2)}
 
 
-class PackedSyntheticCifar(SyntheticCifar, PackedCifarDataModule):
+class PackedSyntheticCifar(SyntheticCifar):
     """The synthetic data set, member k drawing the batches of seed k."""
 
     def __init__(self, members: int, batch_size: int = 128, images: tuple[int, int] = (50000, 10000)):
         super().__init__(batch_size, *images)
-        self.seeds = list(range(members))
+        self.member_seeds = list(range(members))
 
 
 def packed_step_time(depth: int, members: int, data: PackedSyntheticCifar, steps: int, warmup: int) -> StepTime:
     torch.manual_seed(0)
-    net = prepare(PackedCifarResNet(depth, [True] * members), SWITCHES)
+    net = apply_switches(CifarResNet(depth, [True] * members), SWITCHES)
     lr, hyper = SGD["lr"], {k: v for k, v in SGD.items() if k != "lr"}
     with tempfile.TemporaryDirectory() as run_dir:
         loggers = [[MetricsCSVLogger(Path(run_dir) / str(k))] for k in range(members)]
-        module = PackedClassifier(net, partial(PackedSGD, lrs=[lr] * members, **hyper),
-                                  [paper_schedule(depth) for _ in range(members)], loggers, data.eval_names,
-                                  on_failure=lambda k, err: None)
-        return project_fit_time(module, data, steps, warmup, SWITCHES, run_dir, False)
+        module = Classifier(net, partial(PackedSGD, lrs=[lr] * members, **hyper),
+                            [paper_schedule(depth) for _ in range(members)], data.eval_names, loggers=loggers,
+                            freeze=partial(freeze_member, net, members=members))
+        return project_fit_time(module, data, steps, warmup, SWITCHES, run_dir)
 
 
 def measure(name: str, packs: list[int], steps: int | None, batch: int,

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from common import SyntheticCifar, device, machine, plain_step_time
 
+from deepres.config import uses_cuda
 from deepres.models import CifarResNet, ImageNetResNet
-from deepres.speed import uses_cuda
 
 CUDA = uses_cuda("auto")
 # The defaults as conf/ resolves them on this machine (trainer.precision, trainer.benchmark, model.*)

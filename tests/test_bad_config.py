@@ -1,7 +1,7 @@
 """Issue 7.1: a bad configuration is refused before any training, in one paragraph naming the bad value and the
 valid ones, with exit status 2; a sweep validates every job before launching any."""
 import pytest
-from conftest import FAST, run_train
+from helpers.train import FAST, run_train
 
 
 def refused(tmp_path, cifar10_root, *overrides: str) -> str:

@@ -1,7 +1,8 @@
 """Issue 7.7: concurrent sweeps under the same root never share or overwrite a run directory."""
 import subprocess
 
-from conftest import FAST, train_cmd
+import pytest
+from helpers.train import FAST, train_cmd
 
 
 def test_two_sweeps_started_together_get_their_own_directories(tmp_path, cifar10_root):
@@ -17,6 +18,7 @@ def test_two_sweeps_started_together_get_their_own_directories(tmp_path, cifar10
         assert len(list(sweep.glob("*/status.json"))) == 2 and (sweep / "summary.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_run_directory_in_use_is_refused_not_shared(tmp_path, cifar10_root):
     """Two sweeps forced into one directory: the second cannot enter a job the first is running."""
     command = train_cmd("-m", "model.residual=true", *FAST, "trainer.max_steps=400", f"data.root={cifar10_root}",

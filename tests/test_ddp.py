@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import FAST, run_train
-from ddp_reference import assert_matches
+from helpers.ddp_reference import assert_matches
+from helpers.train import FAST, run_train
 
 from deepres.data.cifar import CifarDataModule
 from deepres.errors import UserError
@@ -36,6 +36,7 @@ def test_a_global_batch_that_does_not_split_evenly_is_a_user_error(cifar10_root)
         _datamodule(cifar10_root, 0, 2, batch_size=33)
 
 
+@pytest.mark.slow
 def test_two_processes_make_the_global_batch_step(cifar10_root, tmp_path):
     overrides = [*ONE_STEP, f"data.root={cifar10_root}"]
     run_train(*DDP, *overrides, f"hydra.run.dir={tmp_path}")

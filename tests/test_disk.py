@@ -6,10 +6,10 @@ import resource
 import signal
 
 import pytest
-from conftest import FAST, run_train
+from helpers.train import FAST, run_train
 
 from deepres.errors import UserError
-from deepres.run_dir import RunDir
+from deepres.runs.run_dir import RunDir
 
 
 def test_unwritable_output_directory_is_refused_before_training(tmp_path, cifar10_root):
@@ -38,7 +38,7 @@ def limit_file_size(max_bytes: int):
 def test_full_disk_mid_run_is_a_clear_error_and_files_stay_whole(tmp_path, cifar10_root):
     import subprocess
 
-    from conftest import ROOT, train_cmd
+    from helpers.train import ROOT, train_cmd
 
     # depth 8: about 0.6 MB per checkpoint, so metrics.csv and status.json fit but no checkpoint does
     proc = subprocess.run(train_cmd(*FAST, "trainer.max_steps=30", f"data.root={cifar10_root}",

@@ -6,7 +6,7 @@ import math
 import re
 
 import torch
-from conftest import FAST, run_train
+from helpers.train import FAST, run_train
 
 DIVERGES = ["optimizer.lr=1e6", "checkpoint.every_n_steps=2", "trainer.max_steps=200"]
 

@@ -2,7 +2,8 @@ import numpy as np
 import torch
 from torchvision import transforms
 
-from deepres.data.gpu_augment import TrainStream, generator, random_crop_flip
+from deepres.data.gpu_augment import TrainBatches, random_crop_flip
+from deepres.data.streams import generator
 
 N = 4000
 
@@ -65,7 +66,7 @@ def test_crop_keeps_pixels_and_padding_is_zero():
 
 def stream(n=100, batch=32, seed=0, start=0):
     images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, 32, 32).contiguous()
-    return TrainStream(images, torch.arange(n), lambda im: im.float(), batch, 4, True, seed, lambda: start)
+    return TrainBatches(images, torch.arange(n), lambda im: im.float(), batch, 4, True, seed, lambda: start)
 
 
 def test_stream_covers_each_epoch_once_and_is_a_function_of_the_step():

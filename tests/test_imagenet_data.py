@@ -4,16 +4,15 @@ import shutil
 
 import pytest
 import torch
+from helpers.imagenet import datamodule, run_hooks
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from deepres.data.imagenet import ImageNetDataModule, Shard, StreamLoader, TrainStream
+from deepres.data.imagenet import Shard, StreamLoader, TrainSamples
 from deepres.data.imagenet_augment import ColourNormalize, scale_augment
 from deepres.data.imagenet_fake import KINDS, write_image_folder
 from deepres.data.imagenet_folder import class_names, read_rgb, scan
 from deepres.errors import UserError
-
-SMALL = {"crop": 32, "scale": (36, 60), "eval_resize": 36, "eval_scales": (32, 40), "num_workers": 0}
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +24,6 @@ def folder(tmp_path_factory):
 def copy(folder, tmp_path):
     """A copy of the generated set that a test may break."""
     return shutil.copytree(folder, tmp_path / "imagenet")
-
-
-def datamodule(root, **kw) -> ImageNetDataModule:
-    return ImageNetDataModule(root=str(root), **{"batch_size": 4, "eval_batch_size": 3, **SMALL, **kw})
 
 
 def test_every_kind_of_file_decodes_to_rgb(folder):
@@ -104,7 +99,7 @@ def test_scale_augment_flips_half_the_time(folder):
 
 
 def stream_batches(dm, steps, world=1, rank=0, workers=0, start=0):
-    stream = TrainStream(dm.train, dm.batch_size, rank, world, 0,
+    stream = TrainSamples(dm.train, dm.batch_size, rank, world, 0,
                          lambda image, rng: scale_augment(image, rng, 32, (36, 60), True))
     loader = StreamLoader(stream, lambda: start, batch_size=dm.batch_size // world, num_workers=workers)
     batches = []
@@ -142,10 +137,6 @@ def test_colour_noise_is_alexnets_pca_offset():
     torch.testing.assert_close(out[1], torch.full((3, 4, 4), 0.5))
     std = ColourNormalize(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0), lighting=0.0)(images)
     torch.testing.assert_close(std[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))
-
-
-def run_hooks(dm, batch):
-    return dm.on_after_batch_transfer(dm.on_before_batch_transfer(batch, 0), 0)
 
 
 @pytest.mark.parametrize("mode, shape", [("center", (3, 3, 32, 32)), ("ten_crop", (3, 10, 3, 32, 32)),
@@ -219,4 +210,4 @@ def test_global_batch_must_split_over_the_processes(folder):
     dm = datamodule(folder, batch_size=6)
     dm.trainer = type("T", (), {"global_rank": 0, "world_size": 4})()
     with pytest.raises(UserError, match=r"data.batch_size=6 is the global batch.*4 processes"):
-        dm._ranks()
+        dm._shard()

@@ -5,16 +5,16 @@ import math
 
 import pytest
 import torch
-from conftest import ROOT, run_train
-from hydra import compose, initialize_config_dir
+from helpers.config import compose_config
+from helpers.train import run_train
 
 from deepres.data.imagenet_fake import write_image_folder
 from deepres.errors import UserError
 from deepres.evaluate import evaluate
-from deepres.metrics_csv import read_rows
-from deepres.schedule import PlateauSchedule
-from deepres.task import view_scores
-from deepres.validate import validate
+from deepres.runs.metrics_csv import read_rows
+from deepres.training.module import view_scores
+from deepres.training.schedule import PlateauSchedule
+from deepres.training.validate import validate
 
 # 32x32 crops of shorter sides in [36, 60], evaluated at 36 (and scales 32, 40): the paper's pipeline, small
 TINY = ["experiment=imagenet_paper", "model.depth=18", "data.batch_size=6", "data.eval_batch_size=4",
@@ -78,7 +78,7 @@ def test_views_average_the_softmax():
 
 
 def plateau(**kw) -> PlateauSchedule:
-    return PlateauSchedule(lr=0.1, gamma=0.1, max_steps=600000, depth=34, **{"patience": 2, "threshold": 0.5, **kw})
+    return PlateauSchedule(lr=0.1, gamma=0.1, max_steps=600000, **{"patience": 2, "threshold": 0.5, **kw})
 
 
 def test_plateau_divides_by_ten_after_patience_evaluations_without_improvement():
@@ -102,11 +102,6 @@ def test_plateau_stops_at_max_drops_and_resumes_from_its_state():
     resumed = plateau(max_drops=1)
     resumed.load_state_dict(s.state_dict())
     assert resumed.milestones == [3] and resumed.best == 50 and resumed.lr(3) == pytest.approx(0.01)
-
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -6,10 +6,11 @@ import signal
 import subprocess
 import time
 
+import pytest
 import torch
-from conftest import FAST, ROOT, run_train, train_cmd
+from helpers.train import FAST, ROOT, run_train, train_cmd
 
-from deepres.metrics_csv import read_rows
+from deepres.runs.metrics_csv import read_rows
 
 ARGS = [*FAST, "trainer.max_steps=100", "checkpoint.every_n_steps=2"]
 
@@ -43,6 +44,7 @@ def same_run(a, b) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigint_checkpoint_stop_and_resume_exactly(tmp_path, cifar10_root):
     whole = tmp_path / "whole"
     run_train(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={whole}")
@@ -61,6 +63,7 @@ def test_sigterm_and_sigint_checkpoint_stop_and_resume_exactly(tmp_path, cifar10
         same_run(whole, run)
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_never_corrupts_and_resumes_exactly(tmp_path, cifar10_root):
     whole = tmp_path / "whole"
     run_train(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={whole}")

@@ -6,9 +6,9 @@ import io
 import pytest
 import torch
 import torchvision.io
+from helpers.config import compose_config as composed
+from helpers.imagenet import datamodule, run_hooks
 from PIL import Image
-from test_imagenet_data import datamodule, run_hooks
-from test_speed import composed
 
 from deepres.data import jpeg
 from deepres.data.imagenet_fake import make_image, write_image_folder

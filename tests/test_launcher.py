@@ -4,20 +4,17 @@ import csv
 import json
 
 import pytest
-from conftest import FAST, ROOT, run_train
-from hydra import compose, initialize_config_dir
+from helpers.config import compose_config
+from helpers.train import FAST, run_train
 from hydra.core.utils import JobStatus
 from hydra.utils import instantiate
 from submitit.core.utils import UncompletedJobError
 
-from deepres.config import register_resolvers
-from deepres.run_dir import RunDir
+from deepres.runs.run_dir import RunDir
 
 
 def _launcher(tmp_path, *overrides: str):
-    register_resolvers()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", [f"hydra.sweep.dir={tmp_path}", *overrides], return_hydra_config=True)
+    cfg = compose_config(f"hydra.sweep.dir={tmp_path}", *overrides, hydra=True)
     return instantiate(cfg.hydra.launcher)
 
 
@@ -88,6 +85,7 @@ def test_a_job_that_ended_without_a_result_is_marked_failed(tmp_path, recorded):
         assert status["status"] == "failed" and "slurm job 7_1 ended OUT_OF_MEMORY" in status["reason"]
 
 
+@pytest.mark.slow
 def test_local_launcher_sweep_runs_each_job_in_its_own_process_and_not_twice(cifar10_root, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two CPU jobs side by side: one thread each
     args = ["-m", "model.residual=true,false", *FAST, "trainer.max_steps=10", f"data.root={cifar10_root}",

@@ -2,7 +2,7 @@
 import nbclient
 import nbformat
 import pytest
-from conftest import ROOT
+from helpers.train import ROOT
 
 
 def execute(name: str, sweep, monkeypatch) -> list[dict]:

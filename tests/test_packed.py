@@ -6,22 +6,22 @@ import os
 import signal
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FAST, ROOT, run_train, train_cmd
-from hydra import compose, initialize_config_dir
-from wandb_records import summarize
+from helpers.config import compose_config as _compose
+from helpers.train import FAST, run_train, train_cmd
+from helpers.wandb_records import summarize
 
-from deepres.config import register_resolvers
-from deepres.metrics_csv import read_rows
-from deepres.models import CifarResNet
-from deepres.models.packed import PackedCifarResNet, member_state, packed_state
-from deepres.packed_task import PackedSGD
-from deepres.packed_train import pack_key
+from deepres.models import CifarResNet, ImageNetResNet
+from deepres.packing.members import freeze_member, member_state, packed_state
+from deepres.packing.optimizer import PackedSGD
+from deepres.packing.plan import pack_key
 from deepres.report.runs import Run
+from deepres.runs.metrics_csv import read_rows
 
 SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]
 # {ResNet-20 seed 1, plain-20 seed 2}: a pack of twins that differ in both seed and shortcut
@@ -29,14 +29,20 @@ TWINS = ["hydra/sweeper=points", "hydra.sweeper._target_=hydra_plugins.deepres_p
          "hydra.sweeper.points=[['model.residual=true','seed=1'],['model.residual=false','seed=2']]"]
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B"])
-def test_packed_net_computes_each_members_net(shortcut):
+@pytest.mark.parametrize("make, size", [
+    (partial(CifarResNet, 20, shortcut="A"), 32), (partial(CifarResNet, 20, shortcut="B"), 32),
+    (partial(CifarResNet, 8, shortcut="C"), 32), (partial(ImageNetResNet, 18, shortcut="A", num_classes=10), 64),
+    (partial(ImageNetResNet, 50, shortcut="B", stride_on="3x3", num_classes=10), 64),
+], ids=["cifar-A", "cifar-B", "cifar-C", "imagenet-18-A", "imagenet-50-B"])
+def test_packed_net_computes_each_members_net(make, size):
+    """The one block vocabulary with members=K: K nets side by side, plain beside residual, for every shortcut
+    option and block."""
     torch.manual_seed(0)
     residual = [True, False, True]
-    nets = [CifarResNet(20, r, shortcut).double() for r in residual]  # fp64: equal up to 1e-16 rounding
-    packed = PackedCifarResNet(20, residual, shortcut).double()
+    nets = [make(residual=r).double() for r in residual]  # fp64: equal up to 1e-16 rounding
+    packed = make(residual=residual).double()
     packed.load_state_dict(packed_state([n.state_dict() for n in nets], packed.state_dict()))
-    xs, ys = [torch.randn(8, 3, 32, 32, dtype=torch.float64) for _ in nets], torch.randint(0, 10, (8, 3))
+    xs, ys = [torch.randn(8, 3, size, size, dtype=torch.float64) for _ in nets], torch.randint(0, 10, (8, 3))
     out = packed(torch.cat(xs, 1))
     F.cross_entropy(out.transpose(1, 2), ys, reduction="none").mean(0).sum().backward()
     grads = dict(packed.named_parameters())
@@ -50,8 +56,22 @@ def test_packed_net_computes_each_members_net(shortcut):
                    for key, value in net.state_dict().items())
         for name, p in net.named_parameters():
             assert torch.allclose(grads[name].grad.unflatten(0, (3, -1))[k], p.grad, atol=1e-12), name
-    packed.freeze(1)
+    freeze_member(packed, 1, 3)
     assert packed(torch.cat(xs, 1))[:, 1].abs().max() == 0
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_a_pack_of_one_is_the_single_net(residual):
+    """CifarResNet with one member flag is the ordinary net: the same modules, initial weights and outputs."""
+    nets = []
+    for flags in (residual, [residual]):
+        torch.manual_seed(0)
+        nets.append(CifarResNet(20, flags, "B").eval())
+    single, one = nets
+    assert str(single) == str(one) and single.members == one.members == 1
+    assert all(torch.equal(a, b) for a, b in zip(single.state_dict().values(), one.state_dict().values(), strict=True))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(single(x), one(x)) and single(x).shape == (2, 10)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -74,12 +94,6 @@ def test_packed_sgd_steps_each_member_as_torch_sgd_with_its_own_lr(nesterov):
     for k, params in enumerate(singles):
         for p, single in zip(packed, params):
             assert torch.allclose(p.detach().unflatten(0, (3, -1))[k], single.detach(), atol=1e-6)
-
-
-def _compose(*overrides: str):
-    register_resolvers()
-    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
-        return compose("train", list(overrides))
 
 
 def test_pack_key_groups_runs_that_differ_only_in_seed_shortcut_switch_and_lr():
@@ -130,6 +144,7 @@ def _assert_same_run(packed: Path, alone: Path, tolerance: float, momentum_toler
         assert all(abs(ra[k] - rb[k]) <= 100 * tolerance * max(1.0, abs(rb[k])) for k in rb), (ra, rb)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision, steps, tolerance, momentum_tolerance",
                          [("32-true", 4, 1e-4, 0.1), ("64-true", 36, 1e-9, 1e-6)])
 def test_a_pack_of_twins_ends_as_the_twins_trained_apart(cifar10_root, tmp_path, precision, steps, tolerance,
@@ -163,6 +178,7 @@ def test_a_pack_of_twins_ends_as_the_twins_trained_apart(cifar10_root, tmp_path,
         assert 100.0 * wrong / 320 == read_rows(run / "metrics.csv")[-1]["test/error"]
 
 
+@pytest.mark.slow
 def test_a_diverging_member_fails_alone(cifar10_root, tmp_path):
     args = [*SWEEP_FAST, "trainer.max_steps=24", "trainer.val_check_interval=12", "trainer.precision=64-true",
             f"data.root={cifar10_root}", "seed=1"]
@@ -177,6 +193,7 @@ def test_a_diverging_member_fails_alone(cifar10_root, tmp_path):
     _assert_same_run(packed / survivor, alone / survivor, 1e-9, 1e-6)
 
 
+@pytest.mark.slow
 def test_a_sweep_packs_the_runs_that_may_share_a_network(cifar10_root, tmp_path):
     overrides = [o for o in SWEEP_FAST if o != "logger=none"]  # W&B on: one W&B run per member
     sweep, proc = _sweep(tmp_path, "grid", "packed", *overrides, "model.depth=8,14", "seed=1,2", "trainer.max_steps=6",
@@ -202,6 +219,7 @@ def test_a_sweep_packs_the_runs_that_may_share_a_network(cifar10_root, tmp_path)
     assert all("pack" not in json.loads((run / "status.json").read_text()) for run in _runs(alone).values())
 
 
+@pytest.mark.slow
 def test_a_killed_pack_resumes_like_an_uninterrupted_one(cifar10_root, tmp_path):
     args = [*SWEEP_FAST, "trainer.max_steps=60", "checkpoint.every_n_steps=10", f"data.root={cifar10_root}",
             "model.residual=true,false", "seed=1"]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ROOT
+from helpers.train import ROOT
 from matplotlib import colormaps
 from matplotlib.image import imread
 from omegaconf import OmegaConf
@@ -19,11 +19,11 @@ from omegaconf import OmegaConf
 from deepres.data.cifar import CifarDataModule
 from deepres.data.imagenet_fake import write_image_folder
 from deepres.errors import UserError
-from deepres.metrics_csv import read_rows
 from deepres.models import CifarResNet, ImageNetResNet
 from deepres.report import figures, tables
-from deepres.report.fig7 import response_layers, response_stds
+from deepres.report.fig7 import response_stds
 from deepres.report.runs import Run, Sweep
+from deepres.runs.metrics_csv import read_rows
 
 SMOKE_NETS = {"plain-20": 20, "plain-32": 32, "plain-44": 44, "plain-56": 56, "ResNet-20": 20, "ResNet-32": 32,
               "ResNet-44": 44, "ResNet-56": 56, "ResNet-110": 110}
@@ -142,7 +142,7 @@ def test_a_run_reads_its_data_where_it_trained_or_where_it_moved(smoke_sweep, tm
 @pytest.mark.parametrize("shortcut", ["A", "B", "C"])
 def test_response_layers_are_the_bns_after_3x3_convs(shortcut):
     net = CifarResNet(20, shortcut=shortcut)
-    layers = response_layers(net)
+    layers = net.response_layers()
     blocks = [b for stage in net.stages for b in stage]
     assert layers == [net.stem[1]] + [bn for b in blocks for bn in (b.bn1, b.bn2)]  # no projection-shortcut BN
 
@@ -151,7 +151,7 @@ def test_responses_are_taken_after_bn_before_relu_and_addition():
     torch.manual_seed(0)
     net = CifarResNet(8).eval()
     with torch.no_grad():  # BN statistics that are not the identity, so "after BN" is visible
-        for bn in response_layers(net):
+        for bn in net.response_layers():
             bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.bias.uniform_(-1, 1)
     x = torch.randn(16, 3, 32, 32)
     stds = response_stds(net, [(x[:10], None), (x[10:], None)], torch.device("cpu"))

@@ -8,13 +8,14 @@ import time
 
 import pytest
 import torch
-from conftest import FAST, ROOT, run_train, train_cmd
+from helpers.train import FAST, ROOT, run_train, train_cmd
 
 
 def final_weights(run) -> dict:
     return torch.load(run / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every, evaluate", [(10, 10), (4, 10)], ids=["saved-after-evaluation", "saved-after-step"])
 def test_kill_9_and_resume_ends_like_an_uninterrupted_run(cifar10_root, tmp_path, every, evaluate):
     """Checkpoints are taken after an evaluation (when one is due) or after the iteration: both resume exactly."""

@@ -1,7 +1,7 @@
 import pytest
 
 from deepres.errors import UserError
-from deepres.schedule import IterationSchedule, milestone_steps
+from deepres.training.schedule import IterationSchedule, milestone_steps
 
 
 def paper(depth=20, max_steps=64000, **kw):

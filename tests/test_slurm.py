@@ -10,12 +10,12 @@ import subprocess
 
 import pytest
 import torch
-from conftest import FAST, ROOT, run_train, train_cmd
-from ddp_reference import assert_matches
+from helpers.ddp_reference import assert_matches
+from helpers.slurm_cluster import SLURM, array_tasks, cluster_answers, job_log, start_requeued, states, wait_for
+from helpers.train import FAST, ROOT, run_train, train_cmd
 from omegaconf import OmegaConf
-from slurm_cluster import SLURM, array_tasks, cluster_answers, job_log, start_requeued, states, wait_for
 
-from deepres.metrics_csv import read_rows
+from deepres.runs.metrics_csv import read_rows
 
 pytestmark = [pytest.mark.slurm,
               pytest.mark.skipif(not os.environ.get("CI") and not cluster_answers(),

@@ -7,27 +7,19 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from helpers.config import compose_config as composed
 from lightning.pytorch.callbacks import RichProgressBar
 
-from deepres.callbacks import StepProgressBar
-from deepres.checkpointing import RunCheckpoints
-from deepres.config import register_resolvers
+from deepres.config import if_cuda
 from deepres.data.cifar import CifarDataModule
 from deepres.errors import UserError
-from deepres.metrics_csv import MetricsCSVLogger
-from deepres.models import CifarResNet
-from deepres.schedule import IterationSchedule
-from deepres.speed import compile_mode, constructor_config, if_cuda, prepare
-from deepres.task import Classifier
-
-
-def composed(*overrides: str):
-    register_resolvers()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+from deepres.models import CifarResNet, build, construct
+from deepres.models.build import apply_switches, compile_mode
+from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.training.checkpoints import RunCheckpoints
+from deepres.training.module import Classifier
+from deepres.training.progress import StepProgressBar
+from deepres.training.schedule import IterationSchedule
 
 
 @pytest.fixture
@@ -62,7 +54,7 @@ def test_every_switch_can_be_turned_off_or_set(cuda):
                    "model.compile=reduce-overhead", "model.checkpoint_activations=true")
     assert (cfg.trainer.precision, cfg.trainer.benchmark, cfg.model.channels_last) == ("32-true", False, False)
     assert compile_mode(cfg.model.compile) == "reduce-overhead"
-    assert instantiate(constructor_config(cfg.model)).checkpoint_activations is True
+    assert construct(cfg.model, 10).checkpoint_activations is True
 
 
 def test_compile_values():
@@ -71,20 +63,22 @@ def test_compile_values():
         compile_mode("fast")
 
 
-def test_nets_build_from_configs_without_the_switches():
+def test_nets_build_from_configs_with_the_switches_applied_after_construction():
     for model in ("cifar_resnet", "imagenet_resnet"):
-        cfg = composed(f"model={model}", "model.compile=true")
-        args = constructor_config(cfg.model)
-        assert "compile" not in args and "channels_last" not in args and args["depth"] == cfg.model.depth
+        cfg = composed(f"model={model}", "model.compile=true", "model.channels_last=true")
         with torch.device("meta"):
-            instantiate(args)
+            plain, built = construct(cfg.model, 10), build(cfg.model, 10)  # the constructor takes no switch
+        assert plain._compiled_call_impl is None and built._compiled_call_impl is not None
+        conv = next(m for m in built.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        assert list(plain.state_dict()) == list(built.state_dict())
 
 
 def test_channels_last_lays_out_the_weights_and_computes_the_same():
     torch.manual_seed(0)
     net, x = CifarResNet(8).eval(), torch.randn(4, 3, 32, 32)
     expected = net(x)
-    prepare(net, {"channels_last": True})
+    apply_switches(net, {"channels_last": True})
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in net.modules()
                if isinstance(m, torch.nn.Conv2d))
     torch.testing.assert_close(net(x), expected)
@@ -92,8 +86,8 @@ def test_channels_last_lays_out_the_weights_and_computes_the_same():
 
 def test_a_compiled_net_keeps_its_state_dict_keys():
     """Checkpoints of a compiled run load into a plain net (evaluation, reports, resuming without compile)."""
-    plain, compiled = Classifier(CifarResNet(8), None, None, ["test"]), Classifier(CifarResNet(8), None, None, ["test"])
-    prepare(compiled.net, {"compile": "reduce-overhead"})
+    plain, compiled = (Classifier(CifarResNet(8), None, [None], ["test"]) for _ in range(2))
+    apply_switches(compiled.net, {"compile": "reduce-overhead"})
     assert compiled.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
     plain.load_state_dict(compiled.state_dict())
     assert list(plain.state_dict()) == list(compiled.state_dict())
@@ -150,12 +144,12 @@ def test_training_steps_read_nothing_back_from_the_device(cifar10_root, tmp_path
         return read
 
     data = CifarDataModule(root=str(cifar10_root), batch_size=32, eval_batch_size=160)
-    module = Classifier(CifarResNet(8), partial(torch.optim.SGD, lr=0.1, momentum=0.9), IterationSchedule(
-        0.1, [0.5], 0.1, max_steps=12, depth=8), data.eval_names)
+    module = Classifier(CifarResNet(8), partial(torch.optim.SGD, lr=0.1, momentum=0.9), [IterationSchedule(
+        0.1, [0.5], 0.1, max_steps=12, depth=8)], data.eval_names, loggers=[[MetricsCSVLogger(tmp_path)]])
     trainer = L.Trainer(max_steps=12, log_every_n_steps=5, val_check_interval=1000, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, enable_checkpointing=False, enable_model_summary=False,
-                        callbacks=[RunCheckpoints(tmp_path, 1000), StepProgressBar()],
-                        logger=[MetricsCSVLogger(tmp_path)], default_root_dir=tmp_path)
+                        callbacks=[RunCheckpoints(tmp_path, 1000), StepProgressBar()], logger=False,
+                        default_root_dir=tmp_path)
     for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy"):
         monkeypatch.setattr(torch.Tensor, name, reading(name))
     trainer.fit(module, data)

@@ -3,8 +3,9 @@ to print, not for tests to judge), and a compiled run trains through train.py in
 import math
 import sys
 
+import pytest
 import torch
-from conftest import FAST, ROOT, run_train
+from helpers.train import FAST, ROOT, run_train
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
@@ -15,8 +16,8 @@ import loader  # noqa: E402
 import packed  # noqa: E402
 import throughput  # noqa: E402
 
-from deepres.metrics_csv import read_rows  # noqa: E402
 from deepres.models import CifarResNet  # noqa: E402
+from deepres.runs.metrics_csv import read_rows  # noqa: E402
 
 
 def small_data() -> common.SyntheticCifar:
@@ -66,6 +67,7 @@ def test_imagenet_input_benchmark_trains_from_each_cpu_input(tmp_path):
         assert imagenet_input.images_per_second(18, inputs, root, steps=1, warmup=1, workers=0, batch=4) > 0
 
 
+@pytest.mark.slow
 def test_throughput_runs_each_switch_in_its_own_process():
     result = throughput.run_isolated("resnet8", "model.checkpoint_activations=true", 8, 2, 1, timeout=120)
     assert result["config"] == "model.checkpoint_activations=true" and result["images_per_s"] > 0
@@ -79,6 +81,7 @@ def test_concurrent_runs_train_together():
     assert concurrent_runs.aggregate("resnet8", 2, "plain", False, batch=8, steps=2, warmup=1) > 0
 
 
+@pytest.mark.slow
 def test_a_compiled_run_trains_and_its_checkpoint_loads_into_a_plain_net(cifar10_root, tmp_path):
     run_train(*FAST, "trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.val_check_interval=2",
               "model.compile=true", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")

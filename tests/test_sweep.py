@@ -1,10 +1,10 @@
 """Multirun sweeps with Hydra's local launcher: one directory per job, a summary at the sweep root, W&B runs."""
 import csv
 
-from conftest import FAST, run_train
-from wandb_records import summarize
+from helpers.train import FAST, run_train
+from helpers.wandb_records import summarize
 
-from deepres.metrics_csv import read_rows
+from deepres.runs.metrics_csv import read_rows
 
 SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]
 

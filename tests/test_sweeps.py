@@ -3,8 +3,7 @@ into a fixed directory shared with the sweeps that need the same nets."""
 import csv
 
 import pytest
-from conftest import ROOT
-from hydra import compose, initialize_config_dir
+from helpers.config import compose_config
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class
 
@@ -32,8 +31,7 @@ def points_sweeper() -> type:
 def expand(sweep: str, *arguments: str):
     """The composed config of `python src/train.py -m +sweep=NAME ARGUMENTS` and the overrides of each job it
     launches, as its sweeper computes them."""
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"+sweep={sweep}"], return_hydra_config=True)
+    cfg = compose_config(f"+sweep={sweep}", hydra=True)
     spec = cfg.hydra.sweeper
     assert spec._target_ == "hydra_plugins.deepres_points.PointsSweeper"
     sweeper = points_sweeper()(spec.max_batch_size, dict(spec.params), [list(p) for p in spec.points])

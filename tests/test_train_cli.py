@@ -1,8 +1,9 @@
 """src/train.py run for real, as users run it: one run, re-runs, kill -9 and resume, seeds."""
 
-from conftest import FAST, run_train
+import pytest
+from helpers.train import FAST, run_train
 
-from deepres.metrics_csv import read_rows
+from deepres.runs.metrics_csv import read_rows
 
 
 def test_single_run_writes_metrics_checkpoints_and_status(cifar10_root, tmp_path):
@@ -40,6 +41,7 @@ def test_rerunning_a_finished_run_changes_nothing(cifar10_root, tmp_path):
     assert snapshot() == before
 
 
+@pytest.mark.slow
 def test_seed_makes_a_cpu_run_repeatable(cifar10_root, tmp_path):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
         run_train(*FAST, "trainer.max_steps=10", f"seed={seed}", f"data.root={cifar10_root}",
@@ -49,7 +51,7 @@ def test_seed_makes_a_cpu_run_repeatable(cifar10_root, tmp_path):
 
 
 def test_busy_run_directory_is_refused(cifar10_root, tmp_path):
-    from deepres.run_dir import RunDir
+    from deepres.runs.run_dir import RunDir
 
     holder = RunDir(tmp_path)
     holder.lock()

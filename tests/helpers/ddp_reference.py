@@ -6,27 +6,22 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from deepres.config import register_resolvers
-from deepres.speed import constructor_config
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from deepres.models import construct
+from helpers.config import compose_config
 
 
 def first_step(world_size: int, *overrides: str) -> tuple[float, dict[str, torch.Tensor]]:
     """(mean training loss of the first iteration, the net's parameters after it), built like train.py builds a run."""
-    register_resolvers()
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", list(overrides))
+    cfg = compose_config(*overrides)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = instantiate(cfg.data)
-    net = instantiate(constructor_config(cfg.model), num_classes=datamodule.num_classes)
+    net = construct(cfg.model, datamodule.num_classes)
     datamodule.setup()
     x, y = next(iter(datamodule.train_dataloader()))
     optimizer = instantiate(cfg.optimizer)(net.parameters())
-    schedule = instantiate(cfg.schedule, max_steps=cfg.trainer.max_steps, depth=cfg.model.depth)
+    schedule = instantiate(cfg.schedule)
     for group in optimizer.param_groups:
         group["lr"] = schedule.lr(0)
     loss = sum(F.cross_entropy(net(xs), ys) for xs, ys in zip(x.chunk(world_size), y.chunk(world_size))) / world_size
@@ -37,7 +32,7 @@ def first_step(world_size: int, *overrides: str) -> tuple[float, dict[str, torch
 
 def assert_matches(run_dir: Path, world_size: int, *overrides: str) -> None:
     """The run's first logged loss and its weights after one iteration are the reference's, to float tolerance."""
-    from deepres.metrics_csv import read_rows
+    from deepres.runs.metrics_csv import read_rows
 
     loss, params = first_step(world_size, *overrides)
     first = read_rows(run_dir / "metrics.csv")[0]

@@ -1,0 +1,13 @@
+"""The project's configs composed in the test process with Hydra's compose API, as src/train.py composes them."""
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from deepres.config import register_resolvers
+from helpers.train import ROOT
+
+
+def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
+    """conf/train.yaml with the overrides; hydra=True keeps the hydra node (launcher, sweeper, directories)."""
+    register_resolvers()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)

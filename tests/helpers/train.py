@@ -1,0 +1,26 @@
+"""src/train.py run for real in a subprocess, the way users run it, with small fast settings."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# Small, fast runs: a 8-layer net, small batches, frequent rows, evaluation and checkpoints.
+FAST = ["model.depth=8", "data.batch_size=32", "data.eval_batch_size=160", "trainer.log_every_n_steps=5",
+        "trainer.val_check_interval=10", "checkpoint.every_n_steps=10", "trainer.enable_progress_bar=false",
+        "logger=none"]
+
+
+def train_cmd(*overrides: str) -> list[str]:
+    return [sys.executable, str(ROOT / "src" / "train.py"), *overrides]
+
+
+def run_train(*overrides: str, cwd: Path | None = None, check: bool = True, timeout: int = 300
+              ) -> subprocess.CompletedProcess:
+    """Run src/train.py in a subprocess; with check, fail the test unless it exits 0."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(train_cmd(*overrides), cwd=cwd or ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train.py {' '.join(overrides)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
