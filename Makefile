@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test lint contract clean model-table
+.PHONY: help install train test test-quick lint contract clean model-table
 
 help:  ## list the targets
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -24,6 +24,9 @@ train: $(INSTALLED)  ## train one net: make train ARGS="model.depth=56 model.res
 
 test: $(INSTALLED)  ## run the test suite (what CI runs)
 	$(PY) -m pytest -q $(ARGS)
+
+test-quick: $(INSTALLED)  ## the suite without the slow and SLURM tests (a few minutes): for the edit-test loop
+	$(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
 
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check .
