@@ -130,6 +130,25 @@ def test_activation_checkpointing_is_off_without_gradients(monkeypatch):
         net(torch.randn(2, 3, 32, 32))
 
 
+@pytest.mark.slow
+def test_a_compiled_net_checkpoints_activations_and_trains_as_the_eager_net():
+    """model.compile with model.checkpoint_activations (ResNet-1202 on a small GPU wants both): it compiles, and two
+    steps give the eager net's gradients and BN statistics (updated once per step, not again by the recomputation)."""
+    torch.manual_seed(0)
+    eager = CifarResNet(8)
+    compiled = CifarResNet(8, checkpoint_activations=True)
+    compiled.load_state_dict(eager.state_dict())
+    apply_switches(compiled, {"compile": True})
+    x, y = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
+    for net in (eager, compiled):
+        for _ in range(2):
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+    for p, q in zip(eager.parameters(), compiled.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values(), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_training_steps_read_nothing_back_from_the_device(cifar10_root, tmp_path, monkeypatch):
     """A read of a tensor's value on the host (item, tolist, bool, ...) waits for the GPU; the training path may do
     it only where a row is written (every log_every_n_steps iterations), not in between."""

@@ -8,6 +8,7 @@ net's name and holds the members' tensors concatenated along dim 0. With K=1 it 
 A plain net is the residual net with the shortcut addition switched off; a net of plain members only has no shortcut
 modules, as in the paper's plain baselines. Members that differ (plain beside residual) share the shortcut modules,
 and the addition is masked to the channels of the residual members."""
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
@@ -227,11 +228,22 @@ class ResNet(nn.Module):
 def checkpointed(blocks: Iterable[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """Run the blocks in turn, keeping only each block's input for the backward pass, which recomputes the rest:
     the activation memory of one block instead of all, for about a third more compute. The recomputation does not
-    update BN's running statistics a second time, so training computes exactly what it computes without this."""
+    update BN's running statistics a second time, so training computes exactly what it computes without this.
+
+    Eager, the recomputation runs the block again, so it updates copies of the statistics (context_fn); compiled
+    (torch.compile), the recomputed graph holds no buffer updates, and Dynamo takes no context_fn."""
+    compiling = torch.compiler.is_compiling()
     for block in blocks:
-        x = checkpoint(block, x, use_reentrant=False,
-                       context_fn=lambda block=block: (nullcontext(), _bn_statistics_frozen(block)))
+        if compiling:
+            x = checkpoint(block, x, use_reentrant=False)
+        else:
+            x = checkpoint(block, x, use_reentrant=False, context_fn=functools.partial(_recomputation_contexts, block))
     return x
+
+
+def _recomputation_contexts(block: nn.Module) -> tuple:
+    """The forward runs as it is; the recomputation updates copies of BN's statistics."""
+    return nullcontext(), _bn_statistics_frozen(block)
 
 
 @contextmanager
