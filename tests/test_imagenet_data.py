@@ -139,6 +139,17 @@ def test_colour_noise_is_alexnets_pca_offset():
     torch.testing.assert_close(std[0, :, 0, 0], torch.tensor([2.0, 1.0, 0.5]))
 
 
+def test_colour_constants_reach_the_batches_device_once():
+    """On a GPU, moving the constants (mean, PCA) to the device at every batch is a blocking copy per step."""
+    norm = ColourNormalize(mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0), lighting=0.1)
+    images, normal = torch.zeros((2, 3, 4, 4), dtype=torch.uint8), torch.randn(2, 3)
+    norm(images, normal)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        norm(images, normal)
+    conversions = [e.name for e in prof.events() if e.cpu_parent is None and e.name in ("aten::to", "aten::_to_copy")]
+    assert conversions == ["aten::to"]  # images.float(), nothing else
+
+
 @pytest.mark.parametrize("mode, shape", [("center", (3, 3, 32, 32)), ("ten_crop", (3, 10, 3, 32, 32)),
                                          ("multi_scale", None)])
 def test_eval_views(folder, mode, shape):

@@ -77,21 +77,35 @@ def multi_scale_views(image: torch.Tensor, scales: Sequence[int]) -> list[torch.
 
 class ColourNormalize:
     """uint8 batches to float: x / 255, plus the PCA colour noise when given its draws, minus the per-channel
-    mean, divided by the per-channel std if one is given (the paper only subtracts the mean)."""
+    mean, divided by the per-channel std if one is given (the paper only subtracts the mean).
+
+    The constants are moved to the batches' device once (per device and dtype), not at every batch: a copy from the
+    host is a blocking transfer on a GPU."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float] | None, lighting: float):
         self.mean, self.std, self.lighting = torch.tensor(mean), None if std is None else torch.tensor(std), lighting
-        self.eigval, self.eigvec = torch.tensor(PCA_EIGVAL), torch.tensor(PCA_EIGVEC)
+        # noise = alpha @ (eigvec * eigval).T for alpha ~ N(0, lighting): AlexNet's eigvec @ (alpha * eigval)
+        self.mixing = (torch.tensor(PCA_EIGVEC) * torch.tensor(PCA_EIGVAL)).T.contiguous()
+        self._on: dict[tuple, tuple] = {}
+
+    def _constants(self, like: torch.Tensor) -> tuple:
+        """(mean, std or None, mixing) as (3, 1, 1), (3, 1, 1), (3, 3) tensors on like's device and dtype."""
+        key = (like.device, like.dtype)
+        if key not in self._on:
+            shape = (3, 1, 1)
+            self._on[key] = (self.mean.to(like).view(shape), None if self.std is None else self.std.to(like).view(shape),
+                             self.mixing.to(like))
+        return self._on[key]
 
     def colour_noise(self, normal: torch.Tensor) -> torch.Tensor:
         """(B, 3) RGB offsets from standard-normal draws (B, 3): eigvec @ (alpha * eigval), alpha ~ N(0, lighting)."""
-        alpha = normal * self.lighting
-        return (alpha * self.eigval.to(normal)) @ self.eigvec.to(normal).T
+        return (normal * self.lighting) @ self._constants(normal)[2]
 
     def __call__(self, images: torch.Tensor, normal: torch.Tensor | None = None) -> torch.Tensor:
         """images: (..., 3, H, W) uint8; normal: (B, 3) draws for a training batch (B, 3, H, W), else None."""
         x = images.float().div_(255)
+        mean, std, _ = self._constants(x)
         if normal is not None and self.lighting:
             x += self.colour_noise(normal)[:, :, None, None]
-        x -= self.mean.to(x)[:, None, None]
-        return x.div_(self.std.to(x)[:, None, None]) if self.std is not None else x
+        x -= mean
+        return x.div_(std) if std is not None else x
