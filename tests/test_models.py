@@ -55,6 +55,20 @@ def test_option_a_subsamples_and_zero_pads():
     assert not y[:, 16:].any()
 
 
+@pytest.mark.parametrize("members", [1, 3])
+def test_option_a_keeps_the_memory_format_of_each_member(members):
+    """channels_last in, channels_last out (a layout copy in every downsampling block otherwise), with each member's
+    channels padded inside its own group."""
+    x = torch.randn(2, members * 16, 8, 8)
+    pad = ZeroPadShortcut(16, 32, stride=2, members=members)
+    nchw, nhwc = pad(x), pad(x.contiguous(memory_format=torch.channels_last))
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw, nhwc) and nchw.shape == (2, members * 32, 4, 4)
+    for k in range(members):
+        assert torch.equal(nchw[:, 32 * k:32 * k + 16], x[:, 16 * k:16 * k + 16, ::2, ::2])
+        assert not nchw[:, 32 * k + 16:32 * k + 32].any()
+
+
 def test_he_init_and_bn_after_every_conv():
     net = CifarResNet(20)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]

@@ -67,6 +67,9 @@ class ZeroPadShortcut(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
+        if x.stride(1) == 1 and x.shape[1] > 1:  # channels_last: pad in NHWC order, so the output stays NHWC
+            nhwc = x.permute(0, 2, 3, 1).unflatten(-1, (self.members, -1))
+            return F.pad(nhwc, (0, self.extra)).flatten(-2).permute(0, 3, 1, 2)
         b, _, h, w = x.shape
         # each member's channels as an image of its own (a view), padded at the end of its channels
         padded = F.pad(x.reshape(b * self.members, -1, h, w), (0, 0, 0, 0, 0, self.extra))
