@@ -1,5 +1,6 @@
 """The benchmark scripts keep working: each of their paths runs here on tiny settings (their numbers are theirs
 to print, not for tests to judge), and a compiled run trains through train.py into a checkpoint a plain net loads."""
+import json
 import math
 import sys
 
@@ -83,9 +84,13 @@ def test_concurrent_runs_train_together():
 
 @pytest.mark.slow
 def test_a_compiled_run_trains_and_its_checkpoint_loads_into_a_plain_net(cifar10_root, tmp_path):
-    run_train(*FAST, "trainer.max_steps=2", "trainer.log_every_n_steps=1", "trainer.val_check_interval=2",
+    """...with one training and one evaluation graph, though it evaluates inside fit (at 2) and after it (at 3),
+    and says how long compiling took."""
+    run_train(*FAST, "trainer.max_steps=3", "trainer.log_every_n_steps=1", "trainer.val_check_interval=2",
               "model.compile=true", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
     rows = read_rows(tmp_path / "metrics.csv")
-    assert [r["step"] for r in rows] == [1, 2] and math.isfinite(rows[-1]["test/error"])
+    assert [r["step"] for r in rows] == [1, 2, 3] and math.isfinite(rows[-1]["test/error"])
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["compile_graphs"] == 2 and status["compile_time_s"] > 0
     state = torch.load(tmp_path / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     CifarResNet(8).load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})

@@ -5,6 +5,7 @@ import contextlib
 import logging
 import time
 import warnings
+from collections.abc import Iterator
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
@@ -100,12 +101,13 @@ def _fit(members: list[Member]) -> None:
         io = MemberCheckpointIO([m.run for m in members], lambda ckpt: pack.split(ckpt, module, module.live),
                                 lambda ckpts: pack.merge(ckpts, module))
         trainer, checkpoints = make_trainer(cfg, members[0].run, io)
-        fit(trainer, checkpoints, module, datamodule, resume_path([m.run for m in members]))
+        with compile_report() as compiled:
+            fit(trainer, checkpoints, module, datamodule, resume_path([m.run for m in members]))
         wall = time.time() - started
         for k in module.live:
             csvs[k].save()
             members[k].run.write_status(status="completed", steps=trainer.global_step, **final_metrics(csvs[k]),
-                                        wall_time_s=round(previous_wall[k] + wall, 1))
+                                        wall_time_s=round(previous_wall[k] + wall, 1), **compiled)
     finally:
         _finish(loggers)
 
@@ -122,6 +124,24 @@ def fit(trainer: L.Trainer, checkpoints: RunCheckpoints, module: Classifier, dat
     if trainer.global_step % trainer.val_check_batch:
         trainer.validate(module, datamodule, verbose=False)
     checkpoints.save_final(trainer)
+
+
+@contextlib.contextmanager
+def compile_report() -> Iterator[dict]:
+    """What torch.compile did meanwhile: {compile_graphs, compile_time_s} (empty when it compiled nothing), also
+    logged. A compiled run compiles one training and one evaluation graph (evaluation runs under no_grad both inside
+    fit and after it: trainer.inference_mode is false)."""
+    from torch._dynamo.utils import compilation_time_metrics, counters
+
+    def now() -> tuple[int, float]:
+        return counters["stats"]["unique_graphs"], sum(compilation_time_metrics.get("_compile.compile_inner", []))
+
+    report, (graphs, seconds) = {}, now()
+    yield report
+    graphs_after, seconds_after = now()
+    if graphs_after > graphs:
+        report.update(compile_graphs=graphs_after - graphs, compile_time_s=round(seconds_after - seconds, 1))
+        log.info(f"torch.compile: {report['compile_graphs']} graph(s) in {report['compile_time_s']} s")
 
 
 def final_metrics(csv_logger: MetricsCSVLogger) -> dict:
