@@ -93,8 +93,8 @@ class ColourNormalize:
         key = (like.device, like.dtype)
         if key not in self._on:
             shape = (3, 1, 1)
-            self._on[key] = (self.mean.to(like).view(shape), None if self.std is None else self.std.to(like).view(shape),
-                             self.mixing.to(like))
+            std = None if self.std is None else self.std.to(like).view(shape)
+            self._on[key] = (self.mean.to(like).view(shape), std, self.mixing.to(like))
         return self._on[key]
 
     def colour_noise(self, normal: torch.Tensor) -> torch.Tensor:
