@@ -29,6 +29,7 @@ def _config(run: Path, overrides: list[str]):
     path = run / ".hydra" / "config.yaml"
     if not path.is_file():
         raise UserError(f"{run} is not a run directory of src/train.py: it has no .hydra/config.yaml. {USAGE}")
+    register_resolvers()  # the saved config keeps its interpolations (${if_cuda:...}): resolved on this machine
     cfg = OmegaConf.load(path)
     if "eval" not in cfg:
         raise UserError(f"{run} did not train on data=imagenet: only ImageNet runs have test protocols to choose.")
@@ -67,7 +68,6 @@ def evaluate(run: str | Path, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    register_resolvers()
     runs, overrides = [a for a in argv if "=" not in a], [a for a in argv if "=" in a]
     try:
         if not runs:
