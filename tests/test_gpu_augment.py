@@ -1,11 +1,18 @@
 import numpy as np
+import pytest
 import torch
 from torchvision import transforms
 
-from deepres.data.gpu_augment import TrainBatches, random_crop_flip
-from deepres.data.streams import generator
+from deepres.data.gpu_augment import TrainBatches, resident
 
 N = 4000
+CPU = torch.device("cpu")
+
+
+def random_crop_flip(x: torch.Tensor, padding: int, flip: bool, seed: int, channels_last: bool = False):
+    """One batch of the training stream over the images x (all of them, in order of the epoch's draw)."""
+    images = resident(x, lambda im: im, padding, CPU, channels_last)
+    return TrainBatches(images, torch.arange(len(x)), len(x), padding, flip, seed, lambda: 0).batch(0)
 
 
 def position_image() -> torch.Tensor:
@@ -37,7 +44,7 @@ def test_crops_and_flips_match_torchvision():
     image = position_image()
     reference = transforms.Compose([transforms.RandomCrop(8, padding=2), transforms.RandomHorizontalFlip()])
     torch.manual_seed(0)
-    ours = random_crop_flip(image.expand(N, 1, 8, 8), 2, True, generator(torch.device("cpu"), 1, 2))
+    ours, _ = random_crop_flip(image.expand(N, 1, 8, 8), 2, True, seed=1)
     theirs = [decode(reference(image)) for _ in range(N)]
     our_grid, our_flip = histograms([decode(c) for c in ours])
     their_grid, their_flip = histograms(theirs)
@@ -48,7 +55,7 @@ def test_crops_and_flips_match_torchvision():
 
 
 def test_each_image_draws_independently():
-    crops = random_crop_flip(position_image().expand(N, 1, 8, 8), 2, True, generator(torch.device("cpu"), 5))
+    crops, _ = random_crop_flip(position_image().expand(N, 1, 8, 8), 2, True, seed=5)
     draws = [decode(c) for c in crops]
     pairs = np.array([[a[0] * 5 + a[1], b[0] * 5 + b[1]] for a, b in zip(draws[::2], draws[1::2])])
     assert np.corrcoef(pairs.T)[0, 1] < 0.1
@@ -57,16 +64,39 @@ def test_each_image_draws_independently():
 
 def test_crop_keeps_pixels_and_padding_is_zero():
     x = torch.rand(16, 3, 32, 32) + 1
-    out = random_crop_flip(x, 4, False, generator(torch.device("cpu"), 0))
+    out, index = random_crop_flip(x, 4, False, seed=0)
     for i in range(16):
         inside = out[i][out[i] > 0]
         assert inside.numel() >= 3 * 28 * 28
-        assert torch.isin(inside, x[i]).all()
+        assert torch.isin(inside, x[index[i]]).all()
 
 
-def stream(n=100, batch=32, seed=0, start=0):
+def test_channels_last_batches_are_the_same_crops_laid_out_channels_last():
+    x = torch.rand(16, 3, 32, 32)
+    nchw, nhwc = random_crop_flip(x, 4, True, seed=3), random_crop_flip(x, 4, True, seed=3, channels_last=True)
+    assert nchw[0].is_contiguous() and nhwc[0].is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw[0], nhwc[0]) and torch.equal(nchw[1], nhwc[1])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_a_batch_is_two_kernels(channels_last):
+    """The crops of a batch are one gather (its labels another): no padding, normalising or index arithmetic per
+    batch, which on a GPU would be a kernel launch each."""
+    s = stream(channels_last=channels_last)
+    s.batch(0)  # the epoch's draws
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        s.batch(1)
+    computing = [e.name for e in prof.events() if e.cpu_parent is None and e.name not in VIEWS]
+    assert computing == ["aten::index", "aten::index"], computing
+
+
+VIEWS = {"aten::select", "aten::slice", "aten::unsqueeze", "aten::permute"}
+
+
+def stream(n=100, batch=32, seed=0, start=0, channels_last=False):
     images = torch.arange(n, dtype=torch.uint8)[:, None, None, None].expand(n, 3, 32, 32).contiguous()
-    return TrainBatches(images, torch.arange(n), lambda im: im.float(), batch, 4, True, seed, lambda: start)
+    padded = resident(images, lambda im: im.float(), 4, CPU, channels_last)
+    return TrainBatches(padded, torch.arange(n), batch, 4, True, seed, lambda: start)
 
 
 def test_stream_covers_each_epoch_once_and_is_a_function_of_the_step():

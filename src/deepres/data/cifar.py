@@ -1,11 +1,11 @@
-"""The CIFAR-10/100 DataModule: the whole data set as one uint8 tensor on the training device."""
+"""The CIFAR-10/100 DataModule: the whole data set on the training device, normalised (and padded) once."""
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from deepres.data.cifar_files import download, layout, read_split
-from deepres.data.gpu_augment import EvalBatches, MemberBatches, TrainBatches
+from deepres.data.gpu_augment import EvalBatches, MemberBatches, TrainBatches, resident
 from deepres.data.streams import VAL_SPLIT, StreamDataModule, generator
 from deepres.errors import UserError
 
@@ -43,8 +43,9 @@ class CifarDataModule(StreamDataModule):
     def __init__(self, name: str = "cifar10", root: str = "data", download: bool = False, val_size: int = 0,
                  normalization: str = "per_pixel", batch_size: int = 128, eval_batch_size: int = 1000,
                  padding: int = 4, flip: bool = True, seed: int = 0, split_seed: int = 0,
-                 member_seeds: Sequence[int] | None = None):
+                 channels_last: bool = False, member_seeds: Sequence[int] | None = None):
         super().__init__()
+        self.channels_last = channels_last  # the net's memory layout, which the batches come in
         self.member_seeds = list(member_seeds) if member_seeds is not None else None
         self.spec = layout(name)
         self.name, self.root, self.download = name, Path(root).expanduser(), download
@@ -75,17 +76,26 @@ class CifarDataModule(StreamDataModule):
         self.shard(batch_size=self.batch_size)
         order = torch.randperm(len(train_x), generator=generator(torch.device("cpu"), self.split_seed, VAL_SPLIT))
         val_idx, train_idx = order[:self.val_size].sort().values, order[self.val_size:].sort().values
-        self.train_images, self.train_labels = train_x[train_idx].to(device), train_y[train_idx].to(device)
+        self.train_images, self.train_labels = train_x[train_idx], train_y[train_idx]
         self.normalize = Normalize(self.train_images, self.normalization)
-        self.eval_sets = [(test_x.to(device), test_y.to(device))]
+        self.eval_sets = [(test_x, test_y)]
         if self.val_size:
-            self.eval_sets.insert(0, (train_x[val_idx].to(device), train_y[val_idx].to(device)))
+            self.eval_sets.insert(0, (train_x[val_idx], train_y[val_idx]))
+        self.make_resident(device)
+
+    def make_resident(self, device: torch.device) -> None:
+        """The uint8 splits on the host (train_images, eval_sets) to their resident form on `device`: normalised,
+        the training images padded for their crops, in the net's memory layout."""
+        self.resident_train = (resident(self.train_images, self.normalize, self.padding, device, self.channels_last),
+                               self.train_labels.to(device))
+        self.resident_eval = [(resident(x, self.normalize, 0, device, self.channels_last), y.to(device))
+                              for x, y in self.eval_sets]
 
     def train_stream(self, seed: int) -> TrainBatches:
         """The training batches that data.seed=`seed` draws (order and augmentation); each process trains on its
         slice of the global batch (and evaluates everything)."""
-        return TrainBatches(self.train_images, self.train_labels, self.normalize, self.batch_size, self.padding,
-                            self.flip, seed, self.global_step, self.shard())
+        return TrainBatches(*self.resident_train, self.batch_size, self.padding, self.flip, seed, self.global_step,
+                            self.shard())
 
     def train_dataloader(self) -> TrainBatches | MemberBatches:
         if self.member_seeds is None:
@@ -94,4 +104,4 @@ class CifarDataModule(StreamDataModule):
         return MemberBatches([streams[seed] for seed in self.member_seeds])
 
     def val_dataloader(self) -> list[EvalBatches]:
-        return [EvalBatches(x, y, self.normalize, self.eval_batch_size) for x, y in self.eval_sets]
+        return [EvalBatches(x, y, self.eval_batch_size) for x, y in self.resident_eval]
