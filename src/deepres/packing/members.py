@@ -25,10 +25,11 @@ PER_MEMBER = ("state_dict", "optimizer_states", "schedule", "metric_rows")
 
 
 def _slice(tensor: torch.Tensor, member: int, members: int) -> torch.Tensor:
-    """Member's part of a packed tensor (a copy, so that saving it does not save the others'); one member's is all."""
-    if members == 1:
+    """Member's part of a packed tensor, a view (checkpoints are saved compacted: training/checkpoints.on_host);
+    one member's is all."""
+    if members == 1 or not tensor.dim():
         return tensor
-    return tensor.unflatten(0, (members, -1))[member].clone() if tensor.dim() else tensor.clone()
+    return tensor.unflatten(0, (members, -1))[member]
 
 
 def member_state(packed: Mapping[str, torch.Tensor], member: int, members: int,

@@ -21,18 +21,20 @@ class PackedSGD(torch.optim.Optimizer):
             group["lrs"] = list(lrs)
 
     def _rates(self, group: dict) -> list[torch.Tensor]:
-        """Each parameter's learning rate per element (member k's lr over its slice), made again only when the
-        learning rates change: the update is then one fused multiply-add over all parameters."""
-        key = tuple(group["lrs"])
+        """Each parameter's learning rate per element (member k's lr over its slice): the update is then one fused
+        multiply-add over all parameters. Rewritten in place, only when the learning rates change (a captured
+        training step, training/step_graph.py, reads them where they are)."""
+        key, members = tuple(group["lrs"]), len(group["lrs"])
+        if id(group) not in self._rates_cache:
+            self._rates_cache[id(group)] = [torch.empty_like(p, requires_grad=False) for p in group["params"]]
         if self._rates_key.get(id(group)) != key:
-            members = len(group["lrs"])
-            rates = []
-            for p in group["params"]:
-                lrs = torch.tensor(group["lrs"], dtype=p.dtype).to(p.device).view(members, *[1] * p.dim())
-                rate = torch.empty_like(p, requires_grad=False)
-                rate.unflatten(0, (members, -1)).copy_(lrs.expand_as(rate.unflatten(0, (members, -1))))
-                rates.append(rate)
-            self._rates_key[id(group)], self._rates_cache[id(group)] = key, rates
+            params, rates = group["params"], self._rates_cache[id(group)]
+            for dtype, device in {(p.dtype, p.device) for p in params}:
+                lrs = torch.tensor(group["lrs"], dtype=dtype).to(device)[:, None]
+                for p, rate in zip(params, rates):
+                    if (p.dtype, p.device) == (dtype, device):
+                        rate.view(members, -1).copy_(lrs)  # broadcast over each member's slice
+            self._rates_key[id(group)] = key
         return self._rates_cache[id(group)]
 
     @torch.no_grad()
@@ -74,10 +76,14 @@ class PackedSGD(torch.optim.Optimizer):
 
 
 def set_member_lrs(optimizer: torch.optim.Optimizer, lrs: Sequence[float]) -> None:
-    """Each member's learning rate: PackedSGD's one per member; any other optimiser (one run) in all its groups."""
+    """Each member's learning rate: PackedSGD's one per member; any other optimiser (one run) in all its groups,
+    in place where the lr is a tensor (a captured training step reads it there)."""
     if isinstance(optimizer, PackedSGD):
         optimizer.set_lrs(lrs)
         return
     (lr,) = lrs
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr

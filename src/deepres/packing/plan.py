@@ -14,7 +14,7 @@ PACKABLE_DATA = ("cifar10", "cifar100")  # the data sets whose DataModule draws 
 # the optimisers that have a packed form (one update of all members, each with its own lr): _target_ -> packed form
 PACKED_OPTIMIZERS = {"torch.optim.SGD": "deepres.packing.optimizer.PackedSGD"}
 SGD_SETTINGS = ("momentum", "dampening", "weight_decay", "nesterov")  # shared by a pack's members
-SGD_KEYS = {"_target_", "_partial_", "lr", *SGD_SETTINGS}
+SGD_KEYS = {"_target_", "_partial_", "lr", "fused", "foreach", *SGD_SETTINGS}  # fused/foreach: how, not what
 
 
 def pack_key(cfg: DictConfig) -> str | None:
