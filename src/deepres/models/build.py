@@ -1,7 +1,9 @@
 """A run's net from its model config: the constructor's arguments, then the net switches applied to the built net.
 
   model.channels_last  NHWC weights, so convolutions run channels-last (tensor cores' layout); on with CUDA
-  model.compile        false, true (torch.compile's default mode) or a mode: reduce-overhead = CUDA graphs
+  model.compile        false, true (torch.compile's default mode) or a mode: reduce-overhead = CUDA graphs;
+                       step_graph: the net stays eager, and the whole training iteration is one CUDA graph
+                       (training/step_graph.py)
 
 The other speed switches are the Trainer's (trainer.precision, trainer.benchmark: conf/trainer/default.yaml) or the
 net's own argument (model.checkpoint_activations: blocks.py). model.compile stays off by default: on the H100 of
@@ -16,19 +18,21 @@ from torch import nn
 from deepres.errors import UserError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+STEP_GRAPH = "step_graph"  # not torch.compile: the training step captured as a whole
 # keys of the model config that are switches applied to the built net, not arguments of its constructor
 NET_SWITCHES = ("channels_last", "compile")
 
 
 def compile_mode(value: bool | str | None) -> str | None:
-    """The torch.compile mode of a `model.compile` value; None when off."""
-    if value is None or value is False:
+    """The torch.compile mode of a `model.compile` value; None when off (or step_graph: the net stays eager)."""
+    if value is None or value is False or value == STEP_GRAPH:
         return None
     if value is True:
         return "default"
     if value not in COMPILE_MODES:
         raise UserError(f"model.compile={value!r} is not a torch.compile setting; valid: false, true (default mode), "
-                        f"{', '.join(COMPILE_MODES[1:])} (reduce-overhead: CUDA graphs).")
+                        f"{', '.join(COMPILE_MODES[1:])} (reduce-overhead: CUDA graphs), {STEP_GRAPH} (the whole "
+                        "training iteration as one CUDA graph).")
     return value
 
 

@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from deepres.errors import Diverged
+from deepres.models.build import STEP_GRAPH
 from deepres.packing.members import Pack
 from deepres.runs.metrics_csv import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
@@ -28,7 +29,8 @@ def build_module(cfgs: Sequence[DictConfig], datamodule: L.LightningDataModule, 
                  on_failure: Callable[[int, Diverged], None] | None = None) -> Classifier:
     """The LightningModule of the runs: the pack's net and optimiser, each run's schedule and loggers."""
     return Classifier(pack.net, pack.optimizer, [instantiate(cfg.schedule) for cfg in cfgs], datamodule.eval_names,
-                      top5=datamodule.top5, loggers=loggers, on_failure=on_failure, freeze=pack.freeze)
+                      top5=datamodule.top5, loggers=loggers, on_failure=on_failure, freeze=pack.freeze,
+                      step_graph=cfgs[0].model.get("compile") == STEP_GRAPH)
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:

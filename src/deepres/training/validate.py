@@ -3,8 +3,9 @@ from hydra.utils import get_class
 from omegaconf import DictConfig
 
 from deepres.errors import UserError
-from deepres.models import NETS
+from deepres.models import NETS, CifarResNet
 from deepres.models.blocks import check_shortcut, check_stride_on
+from deepres.models.build import STEP_GRAPH
 from deepres.training.schedule import milestone_steps
 
 
@@ -28,8 +29,21 @@ def _positive(cfg: DictConfig, key: str) -> None:
         raise UserError(f"{key}={value!r} must be a positive number.")
 
 
+def _check_step_graph(cfg: DictConfig) -> None:
+    """model.compile=step_graph captures one device's iteration and draws its batch from data held there."""
+    if cfg.model.get("compile") != STEP_GRAPH:
+        return
+    processes = cfg.trainer.get("devices", 1) * cfg.trainer.get("num_nodes", 1)
+    if cfg.data.name not in CifarResNet.data_sets or processes != 1:
+        raise UserError(f"model.compile={STEP_GRAPH} captures one device's whole training iteration, drawing its batch "
+                        f"from the data set held on the device: CIFAR (data=cifar10 or cifar100) on one device; this "
+                        f"run has data={cfg.data.name} on {processes} processes. Use model.compile=false or "
+                        "reduce-overhead there.")
+
+
 def validate(cfg: DictConfig) -> None:
     _check_model(cfg)
+    _check_step_graph(cfg)
     check_shortcut(cfg.model.shortcut)
     if "stride_on" in cfg.model:
         check_stride_on(cfg.model.stride_on)
