@@ -33,7 +33,7 @@ from torch import nn
 from deepres.config import if_cuda
 from deepres.data.cifar import CifarDataModule, Normalize
 from deepres.models import CifarResNet
-from deepres.models.build import apply_switches
+from deepres.models.build import STEP_GRAPH, apply_switches
 from deepres.runs.metrics_csv import MetricsCSVLogger
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
 from deepres.training.module import Classifier
@@ -41,7 +41,8 @@ from deepres.training.progress import StepProgressBar
 from deepres.training.schedule import IterationSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
-SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}  # conf/optimizer/sgd.yaml
+# conf/optimizer/sgd.yaml (fused on CUDA)
+SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, **({"fused": True} if torch.cuda.is_available() else {})}
 LOG_EVERY = 50  # conf/trainer/default.yaml: log_every_n_steps
 NEVER = 10**9  # evaluation and checkpoint intervals that keep them out of the timed window
 
@@ -99,8 +100,9 @@ class SyntheticCifar(CifarDataModule):
     """CIFAR-10's shapes (50k training, 10k test images of 3x32x32 uint8) with random pixels, held on the training
     device like the real data set: the training stream (crop, flip, normalisation) is the project's own."""
 
-    def __init__(self, batch_size: int = 128, train_images: int = 50000, test_images: int = 10000):
-        super().__init__(batch_size=batch_size)
+    def __init__(self, batch_size: int = 128, train_images: int = 50000, test_images: int = 10000,
+                 channels_last: bool = False):
+        super().__init__(batch_size=batch_size, channels_last=channels_last)
         self.sizes = train_images, test_images
         self.clock: Clock | None = None  # times the training stream when set
 
@@ -109,11 +111,11 @@ class SyntheticCifar(CifarDataModule):
             return
         gen = torch.Generator().manual_seed(0)
         train, test = (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen) for n in self.sizes)
-        self.train_images = train.to(device())
-        self.train_labels = torch.randint(0, 10, (len(train),), generator=gen).to(device())
+        self.train_images, self.train_labels = train, torch.randint(0, 10, (len(train),), generator=gen)
         # the same normalisation, with its statistics from a few images (random pixels: seconds saved per run)
         self.normalize = Normalize(self.train_images[:1000], self.normalization)
-        self.eval_sets = [(test.to(device()), torch.randint(0, 10, (len(test),), generator=gen).to(device()))]
+        self.eval_sets = [(test, torch.randint(0, 10, (len(test),), generator=gen))]
+        self.make_resident(device())
 
     def train_dataloader(self) -> Iterable:
         stream = super().train_dataloader()
@@ -174,11 +176,19 @@ class Clock:
 
 
 class _Timed:
-    def __init__(self, clock: Clock, stream: Iterable):
-        self.clock, self.stream = clock, stream
+    """The stream, timed; otherwise the stream itself (a captured step draws from it and switches it to steps)."""
+
+    def __init__(self, clock: Clock, stream):
+        self.__dict__.update(clock=clock, stream=stream)
 
     def __iter__(self) -> Iterator:
         return self.clock.batches(self.stream)
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+    def __setattr__(self, name: str, value) -> None:
+        setattr(self.stream, name, value)
 
 
 def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
@@ -189,7 +199,7 @@ def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar,
     net = apply_switches(make_net(), switches)
     with tempfile.TemporaryDirectory() as run_dir:
         module = Classifier(net, partial(torch.optim.SGD, **SGD), [paper_schedule(depth)], data.eval_names,
-                            loggers=[[MetricsCSVLogger(run_dir)]])
+                            loggers=[[MetricsCSVLogger(run_dir)]], step_graph=switches.get("compile") == STEP_GRAPH)
         return project_fit_time(module, data, steps, warmup, switches, run_dir, progress_bar, wait)
 
 
@@ -267,3 +277,58 @@ def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+
+
+def plain_graph_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
+                          switches: Mapping = {}, depth: int = 20) -> StepTime:
+    """Time per iteration of the hand-written loop with its whole iteration (batch drawn from the resident data,
+    forward, loss, backward, fused SGD with the lr in a device tensor, the running sums) captured as one CUDA graph
+    and replayed: the fastest a loop of plain PyTorch can go. On CPU the body runs eagerly."""
+    torch.manual_seed(0)
+    dev = device()
+    net = apply_switches(make_net(), switches).to(dev).train()
+    lr = torch.tensor(SGD["lr"], device=dev)
+    optimizer = torch.optim.SGD(net.parameters(), **{**SGD, "lr": lr})
+    schedule, stream = paper_schedule(depth), data.stream()
+    bf16 = precision(switches) == "bf16-mixed"
+    autocast = partial(torch.autocast, dev.type, dtype=torch.bfloat16, cache_enabled=False) if bf16 else nullcontext
+    sums, index, rows = torch.zeros(3, device=dev), torch.zeros((), dtype=torch.long, device=dev), []
+    stream.draws(0)
+
+    def body() -> None:
+        x, y = stream.batch_at(0, index)
+        with autocast():
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+        sums.add_(torch.stack([loss.detach() * len(y), (logits.argmax(1) != y).sum(), y.new_full((), len(y))]))
+        loss.backward()
+        optimizer.step()
+
+    graph, began = None, None
+    for step in range(warmup + steps):
+        if step == warmup:
+            sync()
+            began = StepTime(time.perf_counter(), time.process_time())
+        if step and step % LOG_EVERY == 0:
+            rows.append(sums.tolist())
+            sums.zero_()
+        lr.fill_(schedule.lr(step))
+        index.fill_(step % stream.batches_per_epoch)
+        if graph is not None:
+            graph.replay()
+        elif dev.type == "cuda" and step >= 3:  # captured after three eager iterations on a side stream
+            optimizer.zero_grad(set_to_none=True)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                body()
+            graph.replay()
+        else:
+            side = torch.cuda.Stream() if dev.type == "cuda" else None
+            with torch.cuda.stream(side) if side is not None else nullcontext():
+                optimizer.zero_grad(set_to_none=True)
+                body()
+            if side is not None:
+                torch.cuda.current_stream().wait_stream(side)
+    sync()
+    elapsed = StepTime(time.perf_counter() - began.wall, time.process_time() - began.cpu)
+    return StepTime(*(t / steps for t in elapsed))

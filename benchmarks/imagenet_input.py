@@ -103,11 +103,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--batch", type=int, help="default: the paper's 256")
+    parser.add_argument("--images", type=int, default=512, help="JPEGs to write when no --folder is given")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     if args.folder is None:
         from imagenet_decode import write_photo_folder
-        args.folder = str(write_photo_folder(Path(tempfile.mkdtemp()), 512))
+        args.folder = str(write_photo_folder(Path(tempfile.mkdtemp()), args.images))
     rows = ["| net | input | images/s | share of the synthetic ceiling |", "|---|---|---|---|"]
     for depth in args.nets:
         rates = {i: images_per_second(depth, i, args.folder, args.steps, args.warmup, args.workers, args.batch)

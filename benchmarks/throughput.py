@@ -79,7 +79,7 @@ def peak_memory_mb() -> float:
     return torch.cuda.max_memory_allocated() / 2**20 if device().type == "cuda" else resident_mb("VmHWM")
 
 
-def run_one(net: str, flip: str, batch: int, steps: int, warmup: int) -> dict:
+def run_one(net: str, flip: str, batch: int, steps: int, warmup: int, images: int = 50000) -> dict:
     """One measurement, in this process."""
     switches = {**DEFAULTS, **FLIPS[flip]}
     torch.backends.cudnn.benchmark = switches["benchmark"]
@@ -89,7 +89,7 @@ def run_one(net: str, flip: str, batch: int, steps: int, warmup: int) -> dict:
         batches = itertools.repeat((torch.randn(batch, 3, 224, 224, generator=gen).to(device()),
                                     torch.randint(0, 1000, (batch,), generator=gen).to(device())))
     else:
-        data = SyntheticCifar(batch)
+        data = SyntheticCifar(batch, images, max(batch, images // 5), channels_last=switches["channels_last"])
         data.setup()
         batches = data.stream()
     baseline = reset_peak_memory()
@@ -98,8 +98,9 @@ def run_one(net: str, flip: str, batch: int, steps: int, warmup: int) -> dict:
             "ms_per_step": 1e3 * seconds, "peak_memory_mb": peak_memory_mb() - baseline}
 
 
-def run_isolated(net: str, flip: str, batch: int, steps: int, warmup: int, timeout: int) -> dict:
-    command = [sys.executable, __file__, "--one", net, flip, str(batch), str(steps), str(warmup)]
+def run_isolated(net: str, flip: str, batch: int, steps: int, warmup: int, timeout: int, images: int = 50000
+                 ) -> dict:
+    command = [sys.executable, __file__, "--one", net, flip, str(batch), str(steps), str(warmup), str(images)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -132,13 +133,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, help="default: 128 for CIFAR nets, 256 for ImageNet nets")
     parser.add_argument("--steps", type=int, default=200 if CUDA else 5, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=30 if CUDA else 2)
+    parser.add_argument("--images", type=int, default=50000, help="synthetic CIFAR training images")
     parser.add_argument("--timeout", type=int, default=900, help="seconds for one (net, configuration)")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
     args = parser.parse_args()
     results = []
     for net, flip in itertools.product(args.nets, args.configs):
         batch = args.batch or (256 if net.startswith("imagenet") else 128)
-        results.append(run_isolated(net, flip, batch, args.steps, args.warmup, args.timeout))
+        results.append(run_isolated(net, flip, batch, args.steps, args.warmup, args.timeout, args.images))
         print(json.dumps(results[-1]), flush=True)
     defaults = ", ".join(f"{k}={v}" for k, v in DEFAULTS.items())
     report = (f"Training throughput, {args.steps} iterations after {args.warmup} of warm-up, {device().type}: "
@@ -152,7 +154,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--one"]:
         warnings.filterwarnings("ignore")
         logging.getLogger("torch").setLevel(logging.ERROR)
-        net, flip, batch, steps, warmup = sys.argv[2:]
-        print(json.dumps(run_one(net, flip, int(batch), int(steps), int(warmup))))
+        net, flip, batch, steps, warmup, images = sys.argv[2:]
+        print(json.dumps(run_one(net, flip, int(batch), int(steps), int(warmup), int(images))))
     else:
         main()
