@@ -199,7 +199,8 @@ class ImageNetDataModule(StreamDataModule):
 
     def _loader_args(self) -> dict:
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
-        args = {"num_workers": self.num_workers, "pin_memory": on_gpu}
+        # pinned batches for the host-to-device copy of decoded pixels; nvJPEG reads the files from any host memory
+        args = {"num_workers": self.num_workers, "pin_memory": on_gpu and self.decoder is None}
         return {**args, "collate_fn": collate} if self.decoder is not None else args
 
     def _finish(self, image: torch.Tensor, item: Encoded) -> object:

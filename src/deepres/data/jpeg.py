@@ -146,6 +146,9 @@ class DeviceDecoder:
         items = files.unpack()
         if self.stream is None:
             return self._decode(items)
+        # nvJPEG writes the decoded images on a stream of its own, into blocks this side stream's pool may hand
+        # out again while the previous batch's crop kernels, queued here, still read them: let those finish first
+        self.stream.synchronize()
         with torch.cuda.stream(self.stream):
             out = self._decode(items)
         main = torch.cuda.current_stream(self.device)
