@@ -54,6 +54,21 @@ bench: $(INSTALLED)  ## CPU speed benchmarks: Lightning vs plain loop, loaders, 
 	$(PY) benchmarks/imagenet_decode.py --out benchmarks/results/imagenet_decode.md
 	$(PY) benchmarks/packed.py --out benchmarks/results/packed_cpu.md
 
+# The GPU checks run where the project is not installed (a lent GPU machine: torch but no hydra, no package index):
+# with python3 and the wheels of `make gpu-bundle` when there is no .venv. Reports go to $OUT (the device tool's
+# folder that comes back), else under benchmarks/results/gpu (DRY=1: /tmp/deepres-gpu-dry).
+GPU_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+GPU_OUT ?= $(or $(OUT),$(if $(DRY),/tmp/deepres-gpu-dry,benchmarks/results/gpu))
+.PHONY: gpu-check gpu-fidelity gpu-bundle
+gpu-check:  ## every GPU figure in one command of <= 8 min (GPU_OUT/check); DRY=1: tiny settings on this CPU
+	$(GPU_PY) benchmarks/gpu_check.py --out $(GPU_OUT)/check $(if $(DRY),--dry)
+
+gpu-fidelity:  ## the paper's 64k-iteration CIFAR-10 runs (ResNet/plain-20/56) in <= 9 min; DRY=1: 40 its on CPU
+	$(GPU_PY) benchmarks/gpu_fidelity.py --out $(GPU_OUT)/fidelity $(if $(DRY),--dry)
+
+gpu-bundle: $(INSTALLED)  ## .gpu/: the wheels and the CIFAR-10 copy a GPU machine lacks (carry it: under 64 MiB)
+	$(PY) benchmarks/gpu_bundle.py --dest .gpu
+
 contract: $(INSTALLED)  ## the shared cross-issue contract checks (../shared/contract)
 	bash ../shared/contract/check.sh $(ARGS)
 

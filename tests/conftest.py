@@ -5,9 +5,20 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from helpers.train import ROOT
 
 from deepres.data.fake_cifar import write_cifar10
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked requires_cuda are skipped, saying why, where no CUDA GPU is."""
+    if torch.cuda.is_available():
+        return
+    no_gpu = pytest.mark.skip(reason="requires_cuda: no CUDA GPU here (make gpu-check runs these on one)")
+    for item in items:
+        if "requires_cuda" in item.keywords:
+            item.add_marker(no_gpu)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,122 @@
+"""The paper's full CIFAR-10 schedule on one GPU, within 9 minutes: ResNet-20, plain-20, ResNet-56 and plain-56, 64k
+iterations each, as the packed launcher trains them (two packs side by side), on the CIFAR-10 copy:
+
+    python benchmarks/gpu_fidelity.py --out DIR [--budget 510] [--dry]     (make gpu-fidelity [DRY=1])
+
+Runs whatever does not finish in the budget are interrupted (they stop at a checkpoint, resumable) and reported as
+far as they got. DIR gets report.md (each run's steps, final test error, wall time, beside the paper's), results.json
+and each run's metrics.csv. The runs use model.compile=step_graph; if that sweep fails at once, it is run again
+with model.compile=false. --dry: 40 iterations of each on generated data, on the CPU."""
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from gpu_bundle import BUNDLE, ROOT, cifar_root, environment
+
+# ../shared/PAPER.md, Table 6 / Fig. 6: CIFAR-10 test error (%)
+PAPER = {"resnet-20": 8.75, "resnet-56": 6.97, "plain-20": None, "plain-56": None}
+SWEEP = ["model.depth=20,56", "model.residual=true,false", "hydra/launcher=packed", "logger=none",
+         "trainer.enable_progress_bar=false"]
+DRY = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=10",
+       "data.batch_size=16", "data.eval_batch_size=500", "hydra.launcher.gpus_per_node=0"]
+BUDGET = 510  # seconds: the command must end within 9 minutes, data building and reporting included
+GRACE = 30  # seconds between the interrupt and the kill
+
+
+def sweep(sweep_dir: Path, overrides: list[str], env: dict, seconds: float) -> tuple[int | None, float]:
+    """Train the sweep; interrupt it (SIGINT: runs checkpoint and stop) when `seconds` run out. (exit status or
+    None when interrupted, seconds taken)."""
+    argv = [sys.executable, str(ROOT / "src" / "train.py"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    began = time.perf_counter()
+    with open(sweep_dir.parent / f"{sweep_dir.name}.log", "w") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            return proc.wait(timeout=max(1.0, seconds)), time.perf_counter() - began
+        except subprocess.TimeoutExpired:
+            subprocess.run(["pkill", "-INT", "-s", str(proc.pid)], check=False)
+            try:
+                proc.wait(timeout=GRACE)
+            except subprocess.TimeoutExpired:
+                subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
+                proc.wait()
+            return None, time.perf_counter() - began
+
+
+def runs(sweep_dir: Path) -> list[dict]:
+    out = []
+    for status_file in sorted(sweep_dir.glob("*/status.json")):
+        status = json.loads(status_file.read_text())
+        rows = (status_file.parent / "metrics.csv").read_text().splitlines() if (
+            status_file.parent / "metrics.csv").exists() else []
+        out.append({**status, "dir": str(status_file.parent), "metrics_rows": max(0, len(rows) - 1)})
+    return out
+
+
+def report(out: Path, results: list[dict], command: str, attempts: list[dict], machine: str) -> None:
+    lines = ["# GPU fidelity: the paper's CIFAR-10 schedule", "", f"Machine: {machine}", "",
+             f"Command: `{command}`", "", "Sweeps: " + "; ".join(
+                 f"`{a['compile']}` exit {a['exit']} after {a['seconds']:.0f} s" for a in attempts), "",
+             "| run | status | iterations | test error (%) | paper (%) | train error (%) | wall (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        paper = PAPER.get(r["name"])
+        lines.append(f"| {r['name']} | {r.get('status')} | {r.get('steps')} | {r.get('test/error', '-')} | "
+                     f"{paper if paper is not None else '-'} | {r.get('train/error', '-')} | "
+                     f"{r.get('wall_time_s', '-')} |")
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"command": command, "attempts": attempts, "runs": results},
+                                                 indent=1))
+    for r in results:
+        if (Path(r["dir"]) / "metrics.csv").exists():
+            shutil.copy2(Path(r["dir"]) / "metrics.csv", out / f"{r['name']}.metrics.csv")
+
+
+def machine_line(env: dict) -> str:
+    probe = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import common; print(common.machine())"
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=ROOT)
+    return proc.stdout.strip() or proc.stderr.strip()[-300:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--budget", type=float, default=BUDGET, help="seconds for the whole command")
+    parser.add_argument("--dry", action="store_true", help="40 iterations on generated data, on the CPU")
+    args = parser.parse_args()
+    deadline = time.perf_counter() + args.budget
+    args.out.mkdir(parents=True, exist_ok=True)
+    env = environment(BUNDLE)
+    work = Path(tempfile.mkdtemp(prefix="deepres-fidelity-"))
+    if args.dry:
+        sys.path.insert(0, str(ROOT / "src"))
+        from deepres.data.fake_cifar import write_cifar10
+        data = write_cifar10(work / "cifar10")
+    else:
+        data = cifar_root(BUNDLE)
+    overrides = [*SWEEP, f"data.root={data}", *(DRY if args.dry else [])]
+    attempts, results = [], []
+    for compile in ("model.compile=step_graph", "model.compile=false"):
+        sweep_dir = work / compile.split("=")[1]
+        status, seconds = sweep(sweep_dir, [*overrides, compile], env, deadline - time.perf_counter() - 20)
+        attempts.append({"compile": compile, "exit": status, "seconds": seconds, "log": str(sweep_dir) + ".log"})
+        results = runs(sweep_dir)
+        if status is None or status == 0 or seconds > 90:
+            break  # finished, interrupted, or failed after training a while: nothing to gain from the fallback
+    command = shlex.join([Path(sys.executable).name, *sys.argv])
+    report(args.out, results, command, attempts, machine_line(env))
+    log = Path(attempts[-1]["log"])
+    if log.exists():
+        (args.out / "sweep.log").write_text("\n".join(log.read_text().splitlines()[-200:]) + "\n")
+    print((args.out / "report.md").read_text())
+    sys.exit(0 if results and attempts[-1]["exit"] in (0, None) else 1)
+
+
+if __name__ == "__main__":
+    main()

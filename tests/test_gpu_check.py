@@ -1,0 +1,65 @@
+"""The prepared GPU commands cannot rot: make gpu-check DRY=1 and make gpu-fidelity DRY=1 run every part here, with
+tiny settings on the CPU, into the folders a GPU run writes; a part that hangs or fails costs its slot only."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers.train import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_check  # noqa: E402
+
+
+def make(target: str, out) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "OUT")}
+    return subprocess.run(["make", target, "DRY=1", f"GPU_OUT={out}", f"PYTHON={sys.executable}"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1500)
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_part_and_writes_one_folder(tmp_path):
+    proc = make("gpu-check", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = tmp_path / "check"
+    assert sorted(p.name for p in folder.iterdir()) == ["report.md", "results.json", "steps.csv"]
+    results = json.loads((folder / "results.json").read_text())
+    assert [p["name"] for p in results["parts"]] == [p.name for p in gpu_check.PARTS]
+    assert all(p["status"] == "ok" for p in results["parts"]) and results["dry"]
+    report = (folder / "report.md").read_text()
+    assert "Machine:" in report and "commit" in report and "Command: `" in report
+    for part in gpu_check.PARTS:
+        assert f"## {part.name}: ok" in report
+    steps = list(csv.DictReader(open(folder / "steps.csv")))
+    assert {(r["net"], r["loop"]) for r in steps} >= {("ResNet-8", "lightning graph"), ("ResNet-20", "plain graph")}
+    assert "| ResNet-8 | fp32 | lightning eager |" in report and "pack of 2" in report and "ResNet-18" in report
+
+
+def test_a_part_that_hangs_or_fails_costs_its_slot_only(tmp_path):
+    parts = [gpu_check.Part("hangs", 3, ["-c", "import time; time.sleep(60)"], []),
+             gpu_check.Part("fails", 10, ["-c", "raise SystemExit('no GPU today')"], []),
+             gpu_check.Part("works", 10, ["-c", "print('fine')"], [])]
+    outcomes = gpu_check.check(tmp_path, dry=False, budget=60, parts=parts)
+    assert [(o.name, o.status) for o in outcomes] == [("hangs", "over 3 s"), ("fails", "failed (exit 1)"),
+                                                      ("works", "ok")]
+    assert outcomes[0].seconds < 10
+    report = (tmp_path / "report.md").read_text()
+    assert "| hangs | over 3 s |" in report and "no GPU today" in report
+    outcomes = gpu_check.check(tmp_path, dry=False, budget=6, parts=parts)  # then the overall budget is spent
+    assert [o.status for o in outcomes] == ["over 3 s"] + ["skipped (overall budget spent)"] * 2
+
+
+@pytest.mark.slow
+def test_the_fidelity_run_trains_the_four_nets_and_reports_them(tmp_path):
+    proc = make("gpu-fidelity", tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = tmp_path / "fidelity"
+    names = ["plain-20", "plain-56", "resnet-20", "resnet-56"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["report.md", "results.json", "sweep.log", *(f"{n}.metrics.csv" for n in names)])
+    runs = json.loads((folder / "results.json").read_text())["runs"]
+    assert sorted(r["name"] for r in runs) == names
+    assert all(r["status"] == "completed" and r["steps"] == 40 and 0 <= r["test/error"] <= 100 for r in runs)
+    assert "| resnet-20 | completed | 40 |" in (folder / "report.md").read_text()
