@@ -2,6 +2,7 @@
 (bf16 autocast, channels_last), CUDA graphs through the Lightning path, the whole-step graph alone and in packs,
 and nvJPEG decoding against the CPU path."""
 import json
+import random
 
 import lightning as L
 import pytest
@@ -9,6 +10,7 @@ import torch
 from helpers.imagenet import datamodule, run_hooks
 from helpers.train import FAST, run_train
 
+from deepres.data.imagenet_augment import crop_window, crop_windows, draw_window
 from deepres.data.imagenet_fake import write_image_folder
 from deepres.data.jpeg import DeviceDecoder
 from deepres.runs.metrics_csv import read_rows
@@ -83,6 +85,16 @@ def test_nvjpeg_batches_match_the_cpu_paths(jpegs):
         assert x_gpu.is_cuda and torch.equal(y, y_gpu.cpu())
         # nvJPEG's IDCT rounds differently from libjpeg-turbo's: a level here and there, never a different crop
         assert (x_gpu.cpu() - x).abs().mean() < 0.05
+
+
+def test_the_batched_gpu_crops_are_torchvisions_crops(jpegs):
+    """On CUDA torchvision resizes uint8 in float and rounds: the batched crops must give its pixels to the bit."""
+    rng, gen = random.Random(0), torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen).cuda() for h, w in
+              ((300, 400), (500, 260), (224, 224), (256, 256))]
+    windows = [draw_window(*image.shape[-2:], rng, 224, (256, 480), True) for image in images]
+    crops = crop_windows(images, windows, 224)
+    assert all(torch.equal(c, crop_window(i, w, 224)) for c, i, w in zip(crops, images, windows))
 
 
 def test_nvjpeg_batches_are_not_pinned(jpegs):

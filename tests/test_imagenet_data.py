@@ -9,7 +9,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from deepres.data.imagenet import Shard, StreamLoader, TrainSamples
-from deepres.data.imagenet_augment import ColourNormalize, scale_augment
+from deepres.data.imagenet_augment import ColourNormalize, Window, crop_batch, draw_window, scale_augment
 from deepres.data.imagenet_fake import KINDS, write_image_folder
 from deepres.data.imagenet_folder import class_names, read_rgb, scan
 from deepres.errors import UserError
@@ -96,6 +96,22 @@ def test_scale_augment_flips_half_the_time(folder):
         flips += not torch.equal(plain, flipped)
         assert torch.equal(flipped, plain) or torch.equal(flipped, plain.flip(-1))
     assert 10 <= flips <= 30
+
+
+def test_a_batch_of_crops_is_torchvisions_crop_of_each_image_in_float():
+    """The GPU path's batched crops (data.decode=gpu) against torchvision's resized_crop of each image by the float
+    path torchvision takes for uint8 on CUDA (here forced on the CPU): the same pixels to the bit."""
+    rng, gen = random.Random(0), torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=gen) for h, w in
+              ((40, 50), (64, 36), (32, 32), (90, 45))]
+    windows = [draw_window(*image.shape[-2:], rng, 32, (32, 60), True) for image in images]
+    windows[2] = Window(0, 0, 32, True)  # a window of the crop's size: copied, not resized
+    reference = []
+    for image, w in zip(images, windows):
+        out = TF.resized_crop(image.float(), w.top, w.left, w.size, w.size, [32, 32], antialias=True)
+        reference.append((out.flip(-1) if w.flip else out).round().to(torch.uint8))
+    assert any(w.flip for w in windows) and not all(w.flip for w in windows)
+    assert torch.equal(crop_batch(images, windows, 32), torch.stack(reference))
 
 
 def stream_batches(dm, steps, world=1, rank=0, workers=0, start=0):

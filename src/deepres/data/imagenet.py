@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from deepres.data.imagenet_augment import (
     ColourNormalize,
     center_view,
-    crop_window,
+    crop_windows,
     multi_scale_views,
     scale_augment,
     ten_crop_views,
@@ -203,9 +203,15 @@ class ImageNetDataModule(StreamDataModule):
         args = {"num_workers": self.num_workers, "pin_memory": on_gpu and self.decoder is None}
         return {**args, "collate_fn": collate} if self.decoder is not None else args
 
-    def _finish(self, image: torch.Tensor, item: Encoded) -> object:
-        """What the workers would have made of a decoded image: its training crop, or its test views."""
-        return crop_window(image, item.window, self.crop) if item.window is not None else self.views(image)
+    def _finish(self, images: list[torch.Tensor], items: list[Encoded]) -> list:
+        """What the workers would have made of decoded images: their training crops (as one batch), or their test
+        views."""
+        out = [None if item.window is not None else self.views(image) for image, item in zip(images, items)]
+        train = [i for i, item in enumerate(items) if item.window is not None]
+        crops = crop_windows([images[i] for i in train], [items[i].window for i in train], self.crop)
+        for i, cropped in zip(train, crops):
+            out[i] = cropped
+        return out
 
     def val_dataloader(self) -> DataLoader:
         rank, world = self._shard()

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 # AlexNet-style PCA of ImageNet's RGB pixels in [0, 1] (eigenvalues, eigenvectors as columns), as in
@@ -47,6 +48,28 @@ def crop_window(image: torch.Tensor, window: Window, crop: int) -> torch.Tensor:
     """(3, crop, crop): the window of a uint8 image, resized and mirrored, on the image's device."""
     out = TF.resized_crop(image, window.top, window.left, window.size, window.size, [crop, crop], antialias=True)
     return out.flip(-1) if window.flip else out
+
+
+def crop_windows(images: Sequence[torch.Tensor], windows: Sequence[Window], crop: int) -> list[torch.Tensor]:
+    """crop_window of each image (data.decode=gpu: a batch's decoded images). On a GPU they are made as one batch:
+    per image a float conversion, a resize and the copy into its (mirrored) place, then one rounding to uint8 for
+    the batch: the pixels of crop_window, which torchvision computes on CUDA the same way (in float32, rounded) in
+    5 kernels per image. On a CPU crop_window resizes uint8 natively, so it runs one image at a time there."""
+    if not images or images[0].device.type == "cpu":
+        return [crop_window(image, window, crop) for image, window in zip(images, windows)]
+    return list(crop_batch(images, windows, crop))
+
+
+def crop_batch(images: Sequence[torch.Tensor], windows: Sequence[Window], crop: int) -> torch.Tensor:
+    """(N, 3, crop, crop) uint8: the windows resized in float32 and rounded once (torchvision's float path)."""
+    out = torch.empty(len(images), 3, crop, crop, device=images[0].device)
+    for slot, image, window in zip(out, images, windows):
+        region = image[:, window.top:window.top + window.size, window.left:window.left + window.size].float()
+        if window.size != crop:
+            region = F.interpolate(region[None], size=[crop, crop], mode="bilinear", align_corners=False,
+                                   antialias=True)[0]
+        slot.copy_(region.flip(-1) if window.flip else region)
+    return out.round_().to(torch.uint8)
 
 
 def scale_augment(image: torch.Tensor, rng: random.Random, crop: int, scale: Sequence[int], flip: bool

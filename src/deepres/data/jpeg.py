@@ -130,13 +130,14 @@ def _from_numpy(value):
 
 
 class DeviceDecoder:
-    """Decodes a batch's Encoded items on `device` in one call and finishes each image there with
-    finish(image, item); CpuDecoded items pass through unwrapped, anything else as it is. On CUDA the work runs on a
+    """Decodes a batch's Encoded items on `device` in one call and finishes their images there with
+    finish(images, items) (their crops or views, in order); CpuDecoded items pass through unwrapped, anything else
+    as it is. On CUDA the work runs on a
     side stream, so decoding batch k+1 overlaps the training kernels of batch k that are still queued.
 
     `cpu_decoded` counts the images of this process that were decoded on the CPU (by a worker or here)."""
 
-    def __init__(self, device: torch.device, finish: Callable[[torch.Tensor, Encoded], object]):
+    def __init__(self, device: torch.device, finish: Callable[[list[torch.Tensor], list[Encoded]], list]):
         self.device, self.finish = device, finish
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.cpu_decoded = 0
@@ -163,8 +164,8 @@ class DeviceDecoder:
         images = self._decode_all([items[i].data for i in encoded])
         self._count(sum(isinstance(item, CpuDecoded) for item in items), "not plain colour JPEGs")
         out = [tree_map(self._to_device, item.pixels if isinstance(item, CpuDecoded) else item) for item in items]
-        for i, image in zip(encoded, images):
-            out[i] = self.finish(image, items[i])
+        for i, finished in zip(encoded, self.finish(images, [items[i] for i in encoded])):
+            out[i] = finished
         return out
 
     def _decode_all(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
