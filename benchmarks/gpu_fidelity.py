@@ -3,7 +3,7 @@ iterations each, as the packed launcher trains them (two packs side by side), on
 
     python benchmarks/gpu_fidelity.py --out DIR [--budget 510] [--dry]     (make gpu-fidelity [DRY=1])
 
-Runs whatever does not finish in the budget are interrupted (they stop at a checkpoint, resumable) and reported as
+Runs that do not finish in the budget are interrupted (they stop at a checkpoint, resumable) and reported as
 far as they got. DIR gets report.md (each run's steps, final test error, wall time, beside the paper's), results.json
 and each run's metrics.csv. The runs use model.compile=step_graph; if that sweep fails at once, it is run again
 with model.compile=false. --dry: 40 iterations of each on generated data, on the CPU."""
@@ -19,6 +19,9 @@ from pathlib import Path
 
 from gpu_bundle import BUNDLE, ROOT, cifar_root, environment
 
+sys.path.insert(0, str(ROOT / "src"))  # where the project is not installed (a lent GPU machine)
+from deepres.runs.metrics_csv import read_rows  # noqa: E402
+
 # ../shared/PAPER.md, Table 6 / Fig. 6: CIFAR-10 test error (%)
 PAPER = {"resnet-20": 8.75, "resnet-56": 6.97, "plain-20": None, "plain-56": None}
 SWEEP = ["model.depth=20,56", "model.residual=true,false", "hydra/launcher=packed", "logger=none",
@@ -26,12 +29,15 @@ SWEEP = ["model.depth=20,56", "model.residual=true,false", "hydra/launcher=packe
 DRY = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=10",
        "data.batch_size=16", "data.eval_batch_size=500", "hydra.launcher.gpus_per_node=0"]
 BUDGET = 510  # seconds: the command must end within 9 minutes, data building and reporting included
-GRACE = 30  # seconds between the interrupt and the kill
+GRACE = 30  # seconds from the stop to the kill: on a GPU an iteration or an evaluation takes well under one
 
 
-def sweep(sweep_dir: Path, overrides: list[str], env: dict, seconds: float) -> tuple[int | None, float]:
-    """Train the sweep; interrupt it (SIGINT: runs checkpoint and stop) when `seconds` run out. (exit status or
-    None when interrupted, seconds taken)."""
+def sweep(sweep_dir: Path, overrides: list[str], env: dict, seconds: float, grace: float = GRACE
+          ) -> tuple[int | None, float]:
+    """Train the sweep; stop it when `seconds` run out. (exit status or None when stopped, seconds taken).
+
+    The stop is SIGTERM to all the sweep's processes: each run finishes its iteration, saves last.ckpt and
+    records itself interrupted (submitit's local controllers forward it and wait; Hydra's process just ends)."""
     argv = [sys.executable, str(ROOT / "src" / "train.py"), "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
     began = time.perf_counter()
     with open(sweep_dir.parent / f"{sweep_dir.name}.log", "w") as log:
@@ -40,22 +46,35 @@ def sweep(sweep_dir: Path, overrides: list[str], env: dict, seconds: float) -> t
         try:
             return proc.wait(timeout=max(1.0, seconds)), time.perf_counter() - began
         except subprocess.TimeoutExpired:
-            subprocess.run(["pkill", "-INT", "-s", str(proc.pid)], check=False)
-            try:
-                proc.wait(timeout=GRACE)
-            except subprocess.TimeoutExpired:
+            subprocess.run(["pkill", "-TERM", "-s", str(proc.pid)], check=False)
+            if not session_ended(proc.pid, grace):
                 subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
-                proc.wait()
+            proc.wait()
             return None, time.perf_counter() - began
 
 
+def session_ended(session: int, seconds: float) -> bool:
+    """Whether every process of the session has exited within `seconds`."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if subprocess.run(["pgrep", "-s", str(session)], capture_output=True).returncode == 1:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def runs(sweep_dir: Path) -> list[dict]:
+    """Each run's status.json, with, for a run stopped early, how far its metrics.csv got: the last row's step and
+    the last test error."""
     out = []
     for status_file in sorted(sweep_dir.glob("*/status.json")):
-        status = json.loads(status_file.read_text())
-        rows = (status_file.parent / "metrics.csv").read_text().splitlines() if (
-            status_file.parent / "metrics.csv").exists() else []
-        out.append({**status, "dir": str(status_file.parent), "metrics_rows": max(0, len(rows) - 1)})
+        run = {**json.loads(status_file.read_text()), "dir": str(status_file.parent)}
+        rows = read_rows(status_file.parent / "metrics.csv") if (status_file.parent / "metrics.csv").exists() else []
+        tested = [row for row in rows if "test/error" in row]
+        run.setdefault("steps", rows[-1]["step"] if rows else 0)
+        if tested:
+            run.setdefault("test/error", tested[-1]["test/error"])
+        out.append(run)
     return out
 
 
@@ -89,13 +108,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget", type=float, default=BUDGET, help="seconds for the whole command")
     parser.add_argument("--dry", action="store_true", help="40 iterations on generated data, on the CPU")
+    parser.add_argument("--grace", type=float, default=GRACE, help="seconds from the stop to the kill")
     args = parser.parse_args()
     deadline = time.perf_counter() + args.budget
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment(BUNDLE)
     work = Path(tempfile.mkdtemp(prefix="deepres-fidelity-"))
     if args.dry:
-        sys.path.insert(0, str(ROOT / "src"))
         from deepres.data.fake_cifar import write_cifar10
         data = write_cifar10(work / "cifar10")
     else:
@@ -104,7 +123,8 @@ def main() -> None:
     attempts, results = [], []
     for compile in ("model.compile=step_graph", "model.compile=false"):
         sweep_dir = work / compile.split("=")[1]
-        status, seconds = sweep(sweep_dir, [*overrides, compile], env, deadline - time.perf_counter() - 20)
+        status, seconds = sweep(sweep_dir, [*overrides, compile], env, deadline - time.perf_counter() - 20,
+                                args.grace)
         attempts.append({"compile": compile, "exit": status, "seconds": seconds, "log": str(sweep_dir) + ".log"})
         results = runs(sweep_dir)
         if status is None or status == 0 or seconds > 90:

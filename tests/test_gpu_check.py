@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers.train import ROOT
@@ -63,3 +64,15 @@ def test_the_fidelity_run_trains_the_four_nets_and_reports_them(tmp_path):
     assert sorted(r["name"] for r in runs) == names
     assert all(r["status"] == "completed" and r["steps"] == 40 and 0 <= r["test/error"] <= 100 for r in runs)
     assert "| resnet-20 | completed | 40 |" in (folder / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_fidelity_runs_that_outlast_the_budget_stop_resumable_and_report_how_far_they_got(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_fidelity.py"), "--out", str(tmp_path), "--dry",
+               "--budget", "80", "--grace", "300"]  # a grace long enough for a busy CPU's evaluation
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert len(runs) == 4 and all(r["status"] == "interrupted" and r["reason"] == "stopped by SIGTERM" for r in runs)
+    assert all((Path(r["dir"]) / "checkpoints" / "last.ckpt").exists() for r in runs)
+    assert "| resnet-20 | interrupted |" in (tmp_path / "report.md").read_text()
