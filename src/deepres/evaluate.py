@@ -1,11 +1,14 @@
-"""Evaluate a trained run on ImageNet val under one of the paper's test protocols (Tables 2-4):
+"""Evaluate a trained run under one of the paper's test protocols (ImageNet: Tables 2-4; CIFAR: the test set):
 
     python src/evaluate.py RUN_DIR [RUN_DIR ...] eval.mode=ten_crop [data.root=... data.num_workers=...]
 
-Each run's composed config (.hydra/config.yaml) is read, the key=value overrides applied, and its final.ckpt (or,
-for an unfinished run, last.ckpt) evaluated. One line per run is printed, and <run>/eval_<mode>.json written:
-test/error, test/top5_error, test/loss (as in metrics.csv), the checkpoint, its iteration, the images evaluated."""
+An argument that is a directory, or has a / before its first =, is a run (sweep runs are named after overrides);
+any other key=value is an override. Each run's composed config (.hydra/config.yaml) is read, the overrides applied,
+and its final.ckpt (or, for an unfinished run, last.ckpt) evaluated. One line per run is printed, and
+<run>/eval_<mode>.json written: test/error, test/top5_error, test/loss (as in metrics.csv), the checkpoint, its
+iteration, the images evaluated. A CIFAR run has one view of its 32x32 test images: eval.mode=center."""
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from deepres.runs.atomic import atomic_write_text
 from deepres.runs.run_dir import FINAL, LAST
 from deepres.training.module import Classifier
 
+OVERRIDE = re.compile(r"[\w.+~@-]+=")  # key=value; a path with '=' in a name (a sweep's run) has a '/' before it
 USAGE = "usage: python src/evaluate.py RUN_DIR [RUN_DIR ...] eval.mode=center|ten_crop|multi_scale [key=value ...]"
 
 
@@ -31,13 +35,18 @@ def _config(run: Path, overrides: list[str]):
         raise UserError(f"{run} is not a run directory of src/train.py: it has no .hydra/config.yaml. {USAGE}")
     register_resolvers()  # the saved config keeps its interpolations (${if_cuda:...}): resolved on this machine
     cfg = OmegaConf.load(path)
-    if "eval" not in cfg:
-        raise UserError(f"{run} did not train on data=imagenet: only ImageNet runs have test protocols to choose.")
+    cifar = "eval" not in cfg  # CIFAR configs have no test protocols to choose
+    if cifar:
+        cfg.eval = {"mode": "center"}
     OmegaConf.set_struct(cfg, True)
     try:
-        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
     except OmegaConfBaseException as err:
         raise UserError(f"bad override for {run}: {str(err).splitlines()[0]}. {USAGE}") from None
+    if cifar and cfg.eval.mode != "center":
+        raise UserError(f"{run} is a {cfg.data.name} run: its test images are evaluated whole, eval.mode=center "
+                        f"(not {cfg.eval.mode}); the other protocols are ImageNet's.")
+    return cfg
 
 
 def _checkpoint(run: Path) -> Path:
@@ -61,15 +70,18 @@ def evaluate(run: str | Path, overrides: list[str]) -> dict:
     trainer.validate(module, datamodule, verbose=False)
     metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     result = {"mode": cfg.eval.mode, **metrics, "checkpoint": str(checkpoint),
-              "step": state["global_step"], "images": len(datamodule.val) - len(datamodule.skipped),
-              "skipped": sorted(datamodule.skipped)}
+              "step": state["global_step"], "images": datamodule.test_images, "skipped": sorted(datamodule.skipped)}
     atomic_write_text(run / f"eval_{cfg.eval.mode}.json", json.dumps(result, indent=1) + "\n")
     return result
 
 
 def main(argv: list[str]) -> None:
-    runs, overrides = [a for a in argv if "=" not in a], [a for a in argv if "=" in a]
+    overrides = [a for a in argv if OVERRIDE.match(a) and not Path(a).is_dir()]
+    runs = [a for a in argv if a not in overrides]
+    missing = [a for a in runs if not Path(a).is_dir()]
     try:
+        if missing:
+            raise UserError(f"no such run directory: {', '.join(missing)}. {USAGE}")
         if not runs:
             raise UserError(f"no run directory given. {USAGE}")
         for run in runs:

@@ -53,6 +53,11 @@ class CifarDataModule(StreamDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.padding, self.flip, self.seed, self.split_seed = padding, flip, seed, split_seed
         self.eval_names = ["val", "test"] if val_size > 0 else ["test"]
+        self.skipped: dict[str, str] = {}  # the ImageNet DataModule's unreadable files: CIFAR's batches have none
+
+    @property
+    def test_images(self) -> int:
+        return len(self.eval_sets[-1][1])
 
     @property
     def num_classes(self) -> int:

@@ -169,6 +169,11 @@ class ImageNetDataModule(StreamDataModule):
     def num_classes(self) -> int:
         return len(class_names(self.root))
 
+    @property
+    def test_images(self) -> int:
+        """The val images evaluated: all but the unreadable ones skipped."""
+        return len(self.val) - len(self.skipped)
+
     def _shard(self) -> tuple[int, int]:
         return self.shard(batch_size=self.batch_size, eval_batch_size=self.eval_batch_size)
 
