@@ -19,6 +19,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, c
     step = int(re.search(r"iteration (\d+)", message).group(1))
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["status"] == "failed" and "diverged" in status["reason"]
+    assert f"stopped: Diverged: {message.removeprefix('error: ')}" in (tmp_path / "train.log").read_text()
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] < step
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())

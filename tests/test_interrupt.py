@@ -61,6 +61,9 @@ def test_sigterm_and_sigint_checkpoint_stop_and_resume_exactly(tmp_path, cifar10
         assert_whole(run)
         run_train(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={run}")
         same_run(whole, run)
+        log = (run / "train.log").read_text()  # both sessions: the stop, its reason, the resume point
+        assert log.count("training to iteration") == 2 and f"stopped by {sig.name}" in log
+        assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in log and "`Trainer.fit` stopped" in log
 
 
 @pytest.mark.slow

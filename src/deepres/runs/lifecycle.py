@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from deepres.errors import EXIT_USER_ERROR, Diverged, UserError
 from deepres.runs.run_dir import LAST, RunDir
+from deepres.runs.run_log import run_logs
 from deepres.runs.signals import Interrupted
 
 log = logging.getLogger("deepres")
@@ -61,9 +62,9 @@ def mark_failed(run: RunDir, err: BaseException) -> BaseException:
 
 @contextlib.contextmanager
 def recorded(members: list[Member]) -> Iterator[list[Member]]:
-    """Lock the members' directories and yield those still to train. Whatever stops the training is recorded in
-    every started (status running) member's status.json: interrupted by a signal, or failed with the reason. An
-    error leaves as explained for the user (explain_failure)."""
+    """Lock the members' directories and yield those still to train, logging to their train.log meanwhile.
+    Whatever stops the training is recorded in every started (status running) member's status.json: interrupted by
+    a signal, or failed with the reason. An error leaves as explained for the user (explain_failure)."""
     with contextlib.ExitStack() as locks:
         for member in members:
             member.run.lock()
@@ -74,21 +75,22 @@ def recorded(members: list[Member]) -> Iterator[list[Member]]:
                 log.info(f"{member.run.path} already finished; delete it to train again")
             else:
                 todo.append(member)
-        try:
-            yield todo
-        except Interrupted as stop:
-            for member in todo:
-                if member.run.status().get("status") == "running":
-                    member.run.write_status(status="interrupted", reason=str(stop))
-            raise
-        except Exception as err:
-            for member in todo:
-                if member.run.status().get("status") == "running":
-                    mark_failed(member.run, err)
-            explained = explain_failure(err, todo[0].run if len(todo) == 1 else None)
-            if explained is err:
+        with run_logs([member.run.path for member in todo]):
+            try:
+                yield todo
+            except Interrupted as stop:
+                for member in todo:
+                    if member.run.status().get("status") == "running":
+                        member.run.write_status(status="interrupted", reason=str(stop))
                 raise
-            raise explained from err
+            except Exception as err:
+                for member in todo:
+                    if member.run.status().get("status") == "running":
+                        mark_failed(member.run, err)
+                explained = explain_failure(err, todo[0].run if len(todo) == 1 else None)
+                if explained is err:
+                    raise
+                raise explained from err
 
 
 def report_outcome(train: Callable[[], T], multirun: bool, what: str = "job") -> T | None:

@@ -101,8 +101,11 @@ def _fit(members: list[Member]) -> None:
         io = MemberCheckpointIO([m.run for m in members], lambda ckpt: pack.split(ckpt, module, module.live),
                                 lambda ckpts: pack.merge(ckpts, module))
         trainer, checkpoints = make_trainer(cfg, members[0].run, io)
+        resume = resume_path([m.run for m in members])
+        log.info(f"{', '.join(m.cfg.name for m in members)}: training to iteration {trainer.max_steps}"
+                 + (f", resuming from {resume}" if resume else " from the start"))
         with compile_report() as compiled:
-            fit(trainer, checkpoints, module, datamodule, resume_path([m.run for m in members]))
+            fit(trainer, checkpoints, module, datamodule, resume)
         wall = time.time() - started
         for k in module.live:
             csvs[k].save()
