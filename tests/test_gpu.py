@@ -64,7 +64,7 @@ def test_the_step_graph_runs_in_bf16_and_in_packs(cifar10_root, tmp_path):
             "hydra/launcher=packed"]
     run_train(*pack, f"hydra.sweep.dir={tmp_path / 'pack'}", cwd=tmp_path)
     run_train(*pack, STEP_GRAPH, f"hydra.sweep.dir={tmp_path / 'pack_graph'}", cwd=tmp_path)
-    for residual in ("True", "False"):
+    for residual in ("true", "false"):
         assert_rows_close(next((tmp_path / "pack").glob(f"*residual={residual}*")),
                           next((tmp_path / "pack_graph").glob(f"*residual={residual}*")))
 

@@ -81,14 +81,14 @@ def test_preempted_and_timed_out_jobs_are_requeued_and_resume_exactly(cifar10_ro
     args = ["model.residual=true,false", *LONG, f"data.root={cifar10_root}"]
     sweep = _start_sweep(tmp_path / "slurm", *args, "hydra.launcher.timeout_min=5")
     jobs = _interrupt_at_first_checkpoint(sweep, tmp_path / "slurm", {
-        "model.residual=True": lambda job: subprocess.run(["scontrol", "requeue", job], check=True),  # preemption
-        "model.residual=False": lambda job: subprocess.run(["scancel", "--signal=USR2", job], check=True),  # time limit
+        "model.residual=true": lambda job: subprocess.run(["scontrol", "requeue", job], check=True),  # preemption
+        "model.residual=false": lambda job: subprocess.run(["scancel", "--signal=USR2", job], check=True),  # time limit
     })
     for job in jobs.values():
         start_requeued(job)
     _, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, err[-3000:]
-    assert "this job is timed-out" in job_log(tmp_path / "slurm", jobs["model.residual=False"])
+    assert "this job is timed-out" in job_log(tmp_path / "slurm", jobs["model.residual=false"])
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")                                 # as in the jobs: the same sums
     run_train("-m", *args, f"hydra.sweep.dir={tmp_path / 'whole'}")             # the same jobs, uninterrupted
@@ -109,7 +109,7 @@ def test_a_killed_job_is_marked_failed_and_a_relaunch_finishes_the_sweep(cifar10
     def oom_kill(job: str) -> None:                                            # the kernel's out-of-memory kill
         os.kill(int((_job_dirs(tmp_path)["plain-8"] / ".lock").read_text().split()[1]), signal.SIGKILL)
 
-    killed = _interrupt_at_first_checkpoint(sweep, tmp_path, {"model.residual=False": oom_kill})["model.residual=False"]
+    killed = _interrupt_at_first_checkpoint(sweep, tmp_path, {"model.residual=false": oom_kill})["model.residual=false"]
     _, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 1 and f"slurm job {killed} ended FAILED" in err, err[-3000:]
     summary = _summary(tmp_path)
@@ -149,7 +149,7 @@ def test_a_pack_is_a_task_of_the_sweeps_array_job_and_resumes_when_requeued(cifa
     sweep = _start_sweep(tmp_path / "slurm", *args, launcher=packed_slurm)
     requeue = lambda job: subprocess.run(["scontrol", "requeue", job], check=True)  # noqa: E731
     (pack,) = _interrupt_at_first_checkpoint(sweep, tmp_path / "slurm",
-                                             {"model.residual=True,seed=1": requeue}).values()
+                                             {"model.residual=true,seed=1": requeue}).values()
     start_requeued(pack)
     _, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, err[-3000:]

@@ -39,7 +39,7 @@ def test_a_captured_step_computes_what_the_eager_step_computes(cifar10_root, tmp
             "hydra.launcher.gpus_per_node=0"]
     run_train(*pack, "optimizer.fused=true", f"hydra.sweep.dir={tmp_path / 'pack'}", cwd=tmp_path)
     run_train(*pack, *SETTING, f"hydra.sweep.dir={tmp_path / 'pack_graph'}", cwd=tmp_path)
-    for residual in ("True", "False"):
+    for residual in ("true", "false"):
         same_run(next((tmp_path / "pack").glob(f"*residual={residual}*")),
                  next((tmp_path / "pack_graph").glob(f"*residual={residual}*")))
 

@@ -14,7 +14,7 @@ def test_2x2_multirun_writes_one_directory_per_job_and_a_summary(cifar10_root, t
               f"data.root={cifar10_root}", f"hydra.sweep.dir={tmp_path}")
     jobs = [p.parent.name for p in tmp_path.glob("*/metrics.csv")]
     for depth in (8, 14):
-        for residual in ("True", "False"):
+        for residual in ("true", "false"):
             assert sum(f"model.depth={depth},model.residual={residual}" in job for job in jobs) == 1
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}

@@ -1,5 +1,7 @@
 """OmegaConf resolvers used by conf/: run names in the paper's words, where a run or sweep lives, and the defaults
 that depend on whether a run trains on CUDA."""
+import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,22 @@ def sweep_name() -> str:
     return "single-runs"
 
 
+NAME_MAX = 255  # bytes in a file name (ext4, xfs, most file systems)
+KEEP = 200  # bytes of the overrides a shortened name keeps before its hash
+
+
+def run_dirname(override_dirname: str) -> str:
+    """A run directory's name from its sorted overrides, one spelling per run whatever way its values were given
+    (a command-line sweep writes True, a sweep file or a single run true), "default" for none, and a name over the
+    file system's limit cut with a hash of the whole, so that the same command finds the same directory (the full
+    overrides are in the run's .hydra/overrides.yaml and status.json)."""
+    name = re.sub(r"=(True|False)(?=,|$)", lambda m: "=" + m[1].lower(), override_dirname) or "default"
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name.encode()[:KEEP].decode(errors='ignore')}...{digest}"
+
+
 def uses_cuda(accelerator: str) -> bool:
     """Whether a Trainer with this `trainer.accelerator` trains on a CUDA device."""
     import torch  # here, not at the top: the launcher plugins read configs without loading torch
@@ -38,7 +56,7 @@ def if_cuda(accelerator: str, on_cuda: Any, otherwise: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    resolvers = {"net_name": net_name, "sweep_name": sweep_name, "or_default": lambda value: value or "default",
+    resolvers = {"net_name": net_name, "sweep_name": sweep_name, "run_dirname": run_dirname,
                  "if_cuda": if_cuda}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
