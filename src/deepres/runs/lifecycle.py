@@ -17,6 +17,7 @@ from typing import TypeVar
 from omegaconf import DictConfig
 
 from deepres.errors import EXIT_USER_ERROR, Diverged, UserError
+from deepres.runs.recorded_config import adopt, check_unchanged, discard
 from deepres.runs.run_dir import LAST, RunDir
 from deepres.runs.run_log import run_logs
 from deepres.runs.signals import Interrupted
@@ -62,9 +63,17 @@ def mark_failed(run: RunDir, err: BaseException) -> BaseException:
 
 @contextlib.contextmanager
 def recorded(members: list[Member]) -> Iterator[list[Member]]:
-    """Lock the members' directories and yield those still to train, logging to their train.log meanwhile.
+    """Lock the members' directories and yield those still to train, logging to their train.log meanwhile; a
+    directory whose recorded config another config would contradict is refused first (recorded_config.py).
     Whatever stops the training is recorded in every started (status running) member's status.json: interrupted by
     a signal, or failed with the reason. An error leaves as explained for the user (explain_failure)."""
+    try:
+        for member in members:
+            check_unchanged(member.run.path)  # before anything in the directories is touched
+    except UserError:
+        for member in members:
+            discard(member.run.path)
+        raise
     with contextlib.ExitStack() as locks:
         for member in members:
             member.run.lock()
@@ -73,7 +82,9 @@ def recorded(members: list[Member]) -> Iterator[list[Member]]:
         for member in members:
             if member.run.status().get("status") == "completed":
                 log.info(f"{member.run.path} already finished; delete it to train again")
+                discard(member.run.path)
             else:
+                adopt(member.run.path)
                 todo.append(member)
         with run_logs([member.run.path for member in todo]):
             try:
