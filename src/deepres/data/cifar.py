@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from deepres.data.cifar_files import download, layout, read_split
+from deepres.data.cifar_files import check_files, download, layout, read_split
 from deepres.data.gpu_augment import EvalBatches, MemberBatches, TrainBatches, resident
 from deepres.data.streams import VAL_SPLIT, StreamDataModule, generator
 from deepres.errors import UserError
@@ -62,6 +62,11 @@ class CifarDataModule(StreamDataModule):
     @property
     def num_classes(self) -> int:
         return self.spec.num_classes
+
+    def check_files(self) -> None:
+        """The batch files are there, or will be downloaded (a UserError naming what is missing otherwise)."""
+        if not self.download:
+            check_files(self.name, self.root)
 
     def prepare_data(self) -> None:
         if self.download:

@@ -79,14 +79,22 @@ def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
     return data.reshape(-1, 3, 32, 32), labels
 
 
+def check_files(name: str, root: Path, train: bool = True, test: bool = True) -> None:
+    """Raise a UserError naming the batch files missing under root (before a run creates anything)."""
+    spec = layout(name)
+    folder = Path(root) / spec.folder
+    files = (spec.train_files if train else ()) + ((spec.test_file,) if test else ())
+    missing = [f for f in files if not (folder / f).is_file()]
+    if missing:
+        raise UserError(f"{name} not found: looked for {', '.join(missing)} in {folder}. "
+                        f"{how_to_get(name, Path(root))}")
+
+
 def read_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of the training or the test split."""
     spec = layout(name)
     folder = Path(root) / spec.folder
     files = spec.train_files if train else (spec.test_file,)
-    missing = [f for f in files if not (folder / f).is_file()]
-    if missing:
-        raise UserError(f"{name} not found: looked for {', '.join(missing)} in {folder}. "
-                        f"{how_to_get(name, Path(root))}")
+    check_files(name, root, train=train, test=not train)
     parts = [_load_batch(folder / f, spec.label_key, spec.num_classes) for f in files]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])

@@ -11,6 +11,7 @@ import logging
 import random
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, default_collate, get_worker_info
@@ -23,7 +24,7 @@ from deepres.data.imagenet_augment import (
     scale_augment,
     ten_crop_views,
 )
-from deepres.data.imagenet_folder import ClassFolder, class_names, read_rgb, scan
+from deepres.data.imagenet_folder import LAYOUT, ClassFolder, class_names, read_rgb, scan
 from deepres.data.jpeg import DeviceDecoder, Encoded, collate, eval_item, load, train_item
 from deepres.data.streams import COLOUR_NOISE, EpochOrder, StreamDataModule, generator
 from deepres.errors import UserError
@@ -168,6 +169,12 @@ class ImageNetDataModule(StreamDataModule):
     @property
     def num_classes(self) -> int:
         return len(class_names(self.root))
+
+    def check_files(self) -> None:
+        """root/train and root/val hold the same class folders (a UserError saying what is wrong otherwise)."""
+        class_names(self.root)  # raises for a missing or empty train/
+        if not (Path(self.root).expanduser() / "val").is_dir():
+            raise UserError(f"data.root={self.root} has no val/ folder. {LAYOUT}.")
 
     @property
     def test_images(self) -> int:

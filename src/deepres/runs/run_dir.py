@@ -51,6 +51,13 @@ class RunDir:
         for leftover in [*self.path.glob(".*.tmp"), *self.checkpoints.glob(".*.tmp")]:
             leftover.unlink()  # half-written temporaries of a killed run (atomic.py); the real files are whole
 
+    @rank_zero_only
+    def remove_if_new(self) -> None:
+        """Remove the directory if this invocation made it (Hydra writes .hydra-next/ into it, nothing else had
+        been written): a run refused before it starts leaves nothing behind."""
+        if self.path.is_dir() and {p.name for p in self.path.iterdir()} <= {".hydra-next"}:
+            shutil.rmtree(self.path)
+
     def check_free_space(self, checkpoint_bytes: int, margin_bytes: int = 64 << 20) -> None:
         """Refuse to start, rather than fail hours later, when the disk cannot hold a few checkpoints."""
         needed = 3 * checkpoint_bytes + margin_bytes

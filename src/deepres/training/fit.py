@@ -25,7 +25,7 @@ from deepres.runs.signals import Interrupted, graceful_stop
 from deepres.training.build import build_datamodule, build_loggers, build_module, make_trainer
 from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_path
 from deepres.training.module import Classifier
-from deepres.training.validate import validate
+from deepres.training.validate import check_data, validate
 
 log = logging.getLogger("deepres")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # torch vs Lightning, not ours to fix
@@ -56,11 +56,17 @@ def train_members(members: list[Member]) -> list[dict]:
     """Train the runs as one network (one run: its own net) and return their status.json contents. A member that
     diverges is marked failed and frozen while the others finish; an error of the whole pack marks every
     unfinished member."""
+    try:  # all that can be checked before anything is created
+        for member in members:
+            validate(member.cfg)
+            check_data(member.cfg)
+        _check_packable(members)
+    except UserError:
+        for member in members:
+            member.run.remove_if_new()
+        raise
     with recorded(members) as todo:
         if todo:
-            for member in todo:
-                validate(member.cfg)
-            _check_packable(todo)
             Console(stderr=True).print(Syntax(OmegaConf.to_yaml(todo[0].cfg, resolve=True), "yaml"))
             _fit(todo)
     return [member.run.status() for member in members]

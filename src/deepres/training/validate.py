@@ -1,5 +1,5 @@
 """Checks of a composed config that must pass before any training starts; each failure is one UserError."""
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 
 from deepres.errors import UserError
@@ -52,3 +52,8 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, key)
     if "milestones" in cfg.schedule:  # the plateau schedule finds its own
         milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
+
+
+def check_data(cfg: DictConfig) -> None:
+    """The data set is where the config says (its DataModule's constructor reads nothing; check_files looks)."""
+    instantiate(cfg.data).check_files()

@@ -10,11 +10,12 @@ class ValidatingSweeper(BasicSweeper):
     bad point in a grid costs seconds, not the hours of the jobs launched before it."""
 
     def validate_batch_is_legal(self, batch) -> None:
-        from deepres.training.validate import validate  # here: plugin discovery must not load torch
+        from deepres.training.validate import check_data, validate  # here: plugin discovery must not load torch
 
         for overrides in batch:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             try:
                 validate(cfg)
+                check_data(cfg)
             except UserError as err:
                 raise UserError(f"job {' '.join(overrides)}: {err} No job was launched.") from None
