@@ -281,10 +281,16 @@ class Classifier(L.LightningModule):
                 self.metrics_csvs[k].save()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed member's schedule and rows; its other loggers (W&B) get the rows again, for those a killed
+        process never delivered."""
         for k, (schedule, rows) in enumerate(zip(checkpoint["schedule"], checkpoint["metric_rows"])):
             self.schedules[k].load_state_dict(schedule)
-            if self.metrics_csvs[k] is not None:
-                self.metrics_csvs[k].load_state_dict(rows)
+            for logger in self.member_loggers[k]:
+                if logger is self.metrics_csvs[k]:
+                    logger.load_state_dict(rows)
+                else:
+                    for step in sorted(rows["rows"], key=int):
+                        logger.log_metrics(rows["rows"][step], step=int(step))
 
 
 def _host(*tensors: torch.Tensor) -> list[list[float]]:

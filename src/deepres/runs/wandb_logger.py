@@ -1,0 +1,24 @@
+"""Lightning's W&B logger with W&B's history step (_step) set to the iteration.
+
+Lightning's logger lets W&B count its log calls, from 0 in every process: a killed and resumed run left two
+offline folders (one run id) whose histories both started at _step 0, and a server that keeps one row per step
+showed a broken curve. With the iteration as the step, the folders of a run resumed any number of times sync into
+one history equal to metrics.csv. A resumed run logs its earlier rows again first (training/module.py): a killed
+process's last rows may never have reached W&B; steps the W&B run already has are skipped here (online) or
+dropped by the server as seen (offline folders synced later)."""
+from collections.abc import Mapping
+
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class IterationWandbLogger(WandbLogger):
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if step is None:
+            super().log_metrics(metrics)
+            return
+        if step < self.experiment.step:  # a step the W&B run already has (it resumed on the server)
+            return
+        # rows of one iteration (training, evaluation) merge into W&B's row of that step
+        self.experiment.log({**metrics, "trainer/global_step": step}, step=step)
