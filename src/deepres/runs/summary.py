@@ -17,6 +17,7 @@ from deepres.runs.run_dir import STATUS
 log = logging.getLogger("deepres")
 COLUMNS = ["job", "name", "overrides", "status", "steps", "train/error", "test/error", "val/error", "wall_time_s",
            "reason"]
+CONSOLE_COLUMNS = ["name", "overrides", "train/error", "test/error", "steps", "wall_time_s", "status"]
 
 
 def collect(sweep_dir: str | Path) -> list[dict]:
@@ -42,10 +43,15 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(Path(sweep_dir) / "summary.csv", out.getvalue())
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(r[c]).replace("|", "/") for c in COLUMNS) + " |" for r in rows]
-    atomic_write_text(Path(sweep_dir) / "summary.md", "\n".join(lines) + "\n")
+    atomic_write_text(Path(sweep_dir) / "summary.md", table(rows, COLUMNS))
     return rows
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """The rows as a Markdown table of `columns`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(r[c]).replace("|", "/") for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 class SweepSummary(Callback):
@@ -55,6 +61,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
         failed = [r for r in rows if r["status"] != "completed"]
+        print(table(rows, CONSOLE_COLUMNS), end="")
         log.info(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)} of {len(rows)} completed)")
         if failed:
             for r in failed:

@@ -13,6 +13,12 @@ from lightning.pytorch.utilities import rank_zero_only
 
 
 class IterationWandbLogger(WandbLogger):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        # Lightning passes anonymous=None, which W&B warns about on every run ("has no effect")
+        if self._wandb_init.get("anonymous") is None:
+            self._wandb_init.pop("anonymous", None)
+
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if step is None:

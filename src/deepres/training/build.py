@@ -1,5 +1,6 @@
 """The objects of a run, or of a pack of runs, from their composed configs: the DataModule, the net and optimiser
 (packing/members.py), the LightningModule, the loggers and the Trainer."""
+import os
 from collections.abc import Callable, Sequence
 
 import lightning as L
@@ -45,6 +46,8 @@ def build_loggers(cfg: DictConfig, run: RunDir) -> list:
     loggers = [MetricsCSVLogger(run.path)]
     if cfg.get("logger"):
         wandb = issubclass(get_class(cfg.logger._target_), WandbLogger)
+        if wandb:  # its banner, version and sync lines on every run; _finish says where an offline run is
+            os.environ.setdefault("WANDB_SILENT", "true")
         loggers.append(instantiate(cfg.logger, **({"id": run.wandb_id(), "reinit": "create_new"} if wandb else {})))
     for logger in loggers[1:]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))

@@ -10,9 +10,7 @@ from collections.abc import Iterator
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.syntax import Syntax
+from omegaconf import DictConfig
 
 from deepres.config import is_multirun
 from deepres.errors import Diverged, UserError
@@ -29,14 +27,21 @@ from deepres.training.validate import check_data, validate
 
 log = logging.getLogger("deepres")
 warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # torch vs Lightning, not ours to fix
+# SLURM runs go through hydra/launcher=slurm, which starts srun itself: Lightning's hint concerns no user of ours
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
 
 
-class _DropLightningTips(logging.Filter):
+class _Drop(logging.Filter):
+    """Lightning's messages that concern no user of this project: tips, and the note that it loaded a
+    checkpoint (the project's own) with weights_only=False."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in record.getMessage()
+        message = record.getMessage()
+        return "Tip:" not in message and "`weights_only` was not set" not in message
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropLightningTips())
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+    logging.getLogger(_name).addFilter(_Drop())
 
 
 def run_job(cfg: DictConfig) -> dict | None:
@@ -67,7 +72,8 @@ def train_members(members: list[Member]) -> list[dict]:
         raise
     with recorded(members) as todo:
         if todo:
-            Console(stderr=True).print(Syntax(OmegaConf.to_yaml(todo[0].cfg, resolve=True), "yaml"))
+            for member in todo:  # the overrides; the whole config is in the run's .hydra/config.yaml
+                log.info(f"{member.run.path}: {member.cfg.name}, {member.overrides or 'the defaults'}")
             _fit(todo)
     return [member.run.status() for member in members]
 
@@ -164,4 +170,7 @@ def _finish(loggers: list[list]) -> None:
     """Close the runs' W&B runs that were started, so that the next job of a sweep (same process) starts its own."""
     for logger in (lg for member_loggers in loggers for lg in member_loggers[1:]):
         if getattr(logger, "_experiment", None) is not None:
-            logger.experiment.finish()
+            run = logger.experiment
+            if run.offline:  # W&B's own banner is silenced (build_loggers): the one line that concerns the user
+                log.info(f"W&B offline run {run.settings.sync_dir}: `wandb sync {run.settings.sync_dir}` uploads it")
+            run.finish()
