@@ -8,13 +8,14 @@ from omegaconf import DictConfig
 
 from deepres.cli import run_cli
 from deepres.config import register_resolvers
-from deepres.training.fit import run_job
 
 register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> dict | None:
+    from deepres.training.fit import run_job  # torch and Lightning: not for --help, --cfg or a refused override
+
     return run_job(cfg)
 
 

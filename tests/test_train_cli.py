@@ -1,7 +1,10 @@
 """src/train.py run for real, as users run it: one run, re-runs, kill -9 and resume, seeds."""
 
+import subprocess
+import sys
+
 import pytest
-from helpers.train import FAST, run_train
+from helpers.train import FAST, run_train, train_cmd
 
 from deepres.runs.metrics_csv import read_rows
 
@@ -71,3 +74,13 @@ def test_bad_depth_is_one_clear_line_and_exit_2(cifar10_root, tmp_path):
 def test_missing_data_is_a_clear_error(tmp_path):
     proc = run_train(*FAST, f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2 and "cifar-10-batches-py" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_and_config_printing_load_neither_torch_nor_lightning():
+    """`--help` took 19 s on a busy 2-core machine, nearly all of it importing torch and Lightning for nothing."""
+    for flag in ("--help", "--cfg=job"):
+        proc = subprocess.run([sys.executable, "-X", "importtime", *train_cmd(flag)[1:]], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+        assert "hydra" in loaded and not loaded & {"torch", "lightning", "wandb", "matplotlib"}, flag
