@@ -83,8 +83,11 @@ clean:  ## remove outputs/ and multirun/ (not .venv, not data/)
 CIFAR_DIR ?= multirun/cifar10
 IMAGENET_DIR ?= multirun/imagenet
 SMOKE_DIR ?= multirun/smoke-fig6
+SMOKE_FIG4_DIR ?= multirun/smoke-fig4
+SMOKE_TABLE3_DIR ?= multirun/smoke-table3
 SEEDS ?=
-.PHONY: reproduce-fig1 reproduce-fig6 reproduce-table6 reproduce-fig7 reproduce-fig4 reproduce-table3 smoke-fig6
+.PHONY: reproduce-fig1 reproduce-fig6 reproduce-table6 reproduce-fig7 reproduce-fig4 reproduce-table3 smoke-fig6 \
+        smoke-fig4 smoke-table3
 
 # $(call sweep,NAME,DIR): the jobs of sweeps/NAME.yaml, in DIR
 sweep = $(PY) src/train.py -m +sweep=$(1) hydra.sweep.dir=$(2) $(if $(SEEDS),seed=$(SEEDS)) $(ARGS)
@@ -121,6 +124,20 @@ reproduce-table3: $(INSTALLED)  ## Table 3 on ImageNet: plain-34, ResNet-34 A/B/
 	$(PY) src/report.py $(IMAGENET_DIR) table3
 
 # batches of 8 images: one thread is faster than two, and far faster than two competing for a busy CPU
+# $(call smoke_imagenet,SWEEP,DIR,REPORTS): the ImageNet path of a reproduce target on a generated folder
+smoke_imagenet = $(PY) -m deepres.data.imagenet_fake $(2)/data && \
+	$(PY) src/train.py -m '+sweep=[$(1),smoke_imagenet]' data.root=$(2)/data hydra.sweep.dir=$(2) $(ARGS) && \
+	$(call ten_crop,$(2)) && \
+	$(PY) src/report.py $(2) $(3)
+
+smoke-fig4: export OMP_NUM_THREADS := 1
+smoke-fig4: $(INSTALLED)  ## the reproduce-fig4 path (Table 2, Fig. 4, 10-crop) in about a minute on generated ImageNet
+	$(call smoke_imagenet,table2_fig4,$(SMOKE_FIG4_DIR),fig4 table2)
+
+smoke-table3: export OMP_NUM_THREADS := 1
+smoke-table3: $(INSTALLED)  ## the reproduce-table3 path (7 nets, 10-crop) in a minute or two on generated ImageNet
+	$(call smoke_imagenet,table3,$(SMOKE_TABLE3_DIR),table3)
+
 smoke-fig6: export OMP_NUM_THREADS := 1
 smoke-fig6: $(INSTALLED)  ## the reproduce-fig6 path in about a minute: tiny runs on generated data, CIFAR reports
 	$(PY) -m deepres.data.fake_cifar $(SMOKE_DIR)/data --test 64

@@ -24,6 +24,7 @@ from deepres.models import construct
 from deepres.runs.atomic import atomic_write_text
 from deepres.runs.run_dir import FINAL, LAST
 from deepres.training.module import Classifier
+from deepres.training.quiet import quiet_lightning
 
 OVERRIDE = re.compile(r"[\w.+~@-]+=")  # key=value; a path with '=' in a name (a sweep's run) has a '/' before it
 USAGE = "usage: python src/evaluate.py RUN_DIR [RUN_DIR ...] eval.mode=center|ten_crop|multi_scale [key=value ...]"
@@ -76,6 +77,7 @@ def evaluate(run: str | Path, overrides: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    quiet_lightning()
     overrides = [a for a in argv if OVERRIDE.match(a) and not Path(a).is_dir()]
     runs = [a for a in argv if a not in overrides]
     missing = [a for a in runs if not Path(a).is_dir()]

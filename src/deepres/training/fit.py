@@ -4,7 +4,6 @@ by runs/lifecycle.py. run_job(cfg) is the Hydra task of src/train.py: one run, u
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Iterator
 
 import lightning as L
@@ -23,25 +22,11 @@ from deepres.runs.signals import Interrupted, graceful_stop
 from deepres.training.build import build_datamodule, build_loggers, build_module, make_trainer
 from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_path
 from deepres.training.module import Classifier
+from deepres.training.quiet import quiet_lightning
 from deepres.training.validate import check_data, validate
 
 log = logging.getLogger("deepres")
-warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # torch vs Lightning, not ours to fix
-# SLURM runs go through hydra/launcher=slurm, which starts srun itself: Lightning's hint concerns no user of ours
-warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
-
-
-class _Drop(logging.Filter):
-    """Lightning's messages that concern no user of this project: tips, and the note that it loaded a
-    checkpoint (the project's own) with weights_only=False."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return "Tip:" not in message and "`weights_only` was not set" not in message
-
-
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
-    logging.getLogger(_name).addFilter(_Drop())
+quiet_lightning()
 
 
 def run_job(cfg: DictConfig) -> dict | None:

@@ -1,0 +1,20 @@
+"""What Lightning and torch print that concerns no user of this project, silenced in the entry points that train or
+evaluate (training/fit.py, evaluate.py)."""
+import logging
+import warnings
+
+
+class _Drop(logging.Filter):
+    """Lightning's tips, and its note that it loaded a checkpoint (the project's own) with weights_only=False."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return "Tip:" not in message and "`weights_only` was not set" not in message
+
+
+def quiet_lightning() -> None:
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated")  # torch vs Lightning, not ours to fix
+    # SLURM runs go through hydra/launcher=slurm, which starts srun itself: Lightning's hint concerns no user of ours
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+        logging.getLogger(name).addFilter(_Drop())

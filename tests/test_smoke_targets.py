@@ -1,0 +1,42 @@
+"""The ImageNet reproduce targets end to end through make, on a generated folder: make smoke-fig4 (Table 2, Fig. 4,
+the 10-crop step) and make smoke-table3 (its seven nets), as make smoke-fig6 does for CIFAR (conftest.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers.train import ROOT
+
+
+def make(target: str, **variables) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "SEEDS")}
+    args = [f"{k}={v}" for k, v in variables.items()]
+    proc = subprocess.run(["make", "-o", ".venv/.installed", target, f"PY={sys.executable}", *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"make {target}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+    return proc
+
+
+def evaluated(sweep) -> dict[str, dict]:
+    """{run directory name: its 10-crop evaluation}"""
+    return {run.name: json.loads((run / "eval_ten_crop.json").read_text()) for run in sweep.iterdir()
+            if (run / "status.json").exists()}
+
+
+@pytest.mark.slow
+def test_smoke_fig4_trains_evaluates_ten_crops_and_reports(tmp_path):
+    make("smoke-fig4", SMOKE_FIG4_DIR=tmp_path)
+    runs = evaluated(tmp_path)
+    assert len(runs) == 4 and sum("residual=false" in name for name in runs) == 2
+    assert all(r["mode"] == "ten_crop" and r["step"] == 4 for r in runs.values())
+    assert {"fig4.png", "fig4.pdf", "table2.md"} <= {p.name for p in tmp_path.iterdir()}
+    assert "ResNet-34" in (tmp_path / "table2.md").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_table3_trains_its_seven_nets_and_reports(tmp_path):
+    make("smoke-table3", SMOKE_TABLE3_DIR=tmp_path)
+    assert len(evaluated(tmp_path)) == 7
+    table = (tmp_path / "table3.md").read_text()
+    assert all(net in table for net in ("ResNet-50", "ResNet-101", "ResNet-152"))
