@@ -8,12 +8,14 @@ import threading
 import numpy as np
 import pytest
 import torch
+from helpers.config import compose_config
 
 from deepres.data import cifar_files
 from deepres.data.cifar import CifarDataModule
 from deepres.data.cifar_files import read_split
 from deepres.data.fake_cifar import write_cifar10, write_cifar100
 from deepres.errors import UserError
+from deepres.training.validate import check_data
 
 
 def test_reads_the_official_layout(cifar10_root):
@@ -115,3 +117,35 @@ def test_per_channel_normalization(cifar10_root):
     assert torch.allclose(x.std((0, 2, 3)), torch.ones(3), atol=1e-3)
     with pytest.raises(UserError, match="per_pixel, per_channel"):
         CifarDataModule("cifar10", cifar10_root, normalization="zca").setup()
+
+
+def serve_archive(tmp_path, served, url, monkeypatch, md5: str | None = None) -> None:
+    """The CIFAR-10 archive of a generated data set at `url` (the official layout's url and md5 replaced)."""
+    src = write_cifar10(tmp_path / "src", per_batch=8, test=8)
+    archive = served / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    fields = {**cifar_files.LAYOUTS["cifar10"].__dict__, "url": f"{url}/{archive.name}",
+              "archive_md5": md5 or hashlib.md5(archive.read_bytes()).hexdigest()}
+    monkeypatch.setitem(cifar_files.LAYOUTS, "cifar10", cifar_files.CifarLayout(**fields))
+
+
+def test_the_default_config_fetches_missing_data_before_a_run_starts(tmp_path, http_dir, monkeypatch):
+    """The README's first command on a fresh machine with network: data.download is on, and the data set is
+    fetched (md5-checked) by the checks that run before anything of the run is created."""
+    served, url = http_dir
+    serve_archive(tmp_path, served, url, monkeypatch)
+    cfg = compose_config(f"data.root={tmp_path / 'fresh'}")
+    assert cfg.data.download is True
+    check_data(cfg)
+    assert read_split("cifar10", tmp_path / "fresh", train=False)[0].shape[0] == 8
+
+
+def test_without_network_the_message_names_the_shipped_copy_not_the_download_switch(tmp_path, monkeypatch):
+    fields = {**cifar_files.LAYOUTS["cifar10"].__dict__, "url": "http://127.0.0.1:9/cifar-10-python.tar.gz"}
+    monkeypatch.setitem(cifar_files.LAYOUTS, "cifar10", cifar_files.CifarLayout(**fields))  # nothing listens
+    with pytest.raises(UserError) as err:
+        check_data(compose_config(f"data.root={tmp_path / 'fresh'}"))
+    message = str(err.value)
+    assert "could not download cifar10" in message and "make_cifar10.py" in message
+    assert "data.download=true" not in message

@@ -11,7 +11,7 @@ def made(root) -> list[str]:
 
 def test_a_bad_depth_or_missing_data_creates_nothing(tmp_path, cifar10_root):
     for bad, says in ((["model.depth=9", f"data.root={cifar10_root}"], "model.depth=9"),
-                      ([f"data.root={tmp_path / 'nowhere'}"], "cifar10 not found")):
+                      ([f"data.root={tmp_path / 'nowhere'}", "data.download=false"], "cifar10 not found")):
         proc = run_train(*NO_LOGGER, *bad, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
         assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
         assert "_target_" not in proc.stdout + proc.stderr  # refused before the config is printed
@@ -20,6 +20,6 @@ def test_a_bad_depth_or_missing_data_creates_nothing(tmp_path, cifar10_root):
 
 def test_a_sweep_with_missing_data_launches_no_job(tmp_path):
     proc = run_train("-m", *FAST, "model.residual=true,false", f"data.root={tmp_path / 'nowhere'}",
-                     f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, check=False)
+                     "data.download=false", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "cifar10 not found" in proc.stderr and "No job was launched" in proc.stderr
     assert not list(tmp_path.glob("sweep/*/"))

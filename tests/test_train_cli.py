@@ -12,7 +12,7 @@ from deepres.runs.metrics_csv import read_rows
 def test_single_run_writes_metrics_checkpoints_and_status(cifar10_root, tmp_path):
     run = tmp_path / "run"
     proc = run_train(*FAST, "trainer.max_steps=30", f"data.root={cifar10_root}", f"hydra.run.dir={run}")
-    assert "depth: 8" in proc.stderr  # the composed config is printed at start
+    assert f"{run}: resnet-8, model.depth=8" in proc.stdout  # its overrides are printed at start
     rows = read_rows(run / "metrics.csv")
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert header[0] == "step" and {"train/loss", "train/error", "test/loss", "test/error", "lr"} <= set(header)
@@ -72,7 +72,8 @@ def test_bad_depth_is_one_clear_line_and_exit_2(cifar10_root, tmp_path):
 
 
 def test_missing_data_is_a_clear_error(tmp_path):
-    proc = run_train(*FAST, f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    proc = run_train(*FAST, f"data.root={tmp_path / 'none'}", "data.download=false",
+                     f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2 and "cifar-10-batches-py" in proc.stderr and "Traceback" not in proc.stderr
 
 

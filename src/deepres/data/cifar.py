@@ -64,9 +64,11 @@ class CifarDataModule(StreamDataModule):
         return self.spec.num_classes
 
     def check_files(self) -> None:
-        """The batch files are there, or will be downloaded (a UserError naming what is missing otherwise)."""
-        if not self.download:
-            check_files(self.name, self.root)
+        """The batch files are there, downloaded first with data.download=true when they are not (before a run
+        creates anything); a UserError naming what is missing otherwise."""
+        if self.download:
+            self.prepare_data()
+        check_files(self.name, self.root, downloaded=self.download)
 
     def prepare_data(self) -> None:
         if self.download:

@@ -3,6 +3,7 @@
 The readers check shapes and labels instead of file checksums: the batches may be re-encoded copies (see
 ../shared/data), so only the downloaded archive's published md5 is verified."""
 import pickle
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ class CifarLayout:
     archive_md5: str
 
 
+DOWNLOAD_TIMEOUT_S = 60  # a connection or read that stalls this long ends the download
+
 LAYOUTS = {
     "cifar10": CifarLayout(
         "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "labels", 10,
@@ -38,11 +41,16 @@ def layout(name: str) -> CifarLayout:
     return LAYOUTS[name]
 
 
-def how_to_get(name: str, root: Path) -> str:
+def how_to_get(name: str, root: Path, downloaded: bool = False) -> str:
+    """How to get the data set into root; `downloaded`: data.download=true already tried (offline, most likely)."""
     spec = layout(name)
-    return (f"Get it with data.download=true (fetches {spec.url}), or unpack that archive so that "
-            f"{root / spec.folder} holds {', '.join(spec.train_files + (spec.test_file,))}; for the CIFAR-10 copy "
-            f"shipped with the project run: python ../shared/data/make_cifar10.py {root}.")
+    unpack = (f"unpack {spec.url.rsplit('/', 1)[1]} so that {root / spec.folder} holds "
+              f"{', '.join(spec.train_files + (spec.test_file,))}")
+    shipped = f"without network, for the CIFAR-10 copy shipped with the project run: " \
+              f"python ../shared/data/make_cifar10.py {root}."
+    if downloaded:
+        return f"Download it elsewhere and {unpack}; {shipped}"
+    return f"Get it with data.download=true (fetches {spec.url}), or {unpack}; {shipped}"
 
 
 def download(name: str, root: Path) -> None:
@@ -52,11 +60,15 @@ def download(name: str, root: Path) -> None:
     spec = layout(name)
     if (root / spec.folder).is_dir():
         return
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's download waits forever on a silent network
     try:
         download_and_extract_archive(spec.url, str(root), md5=spec.archive_md5)
     except (OSError, RuntimeError) as err:
         raise UserError(f"could not download {name} from {spec.url} into {root}: {err}. "
-                        f"{how_to_get(name, root)}") from None
+                        f"{how_to_get(name, root, downloaded=True)}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,7 +91,7 @@ def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarra
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def check_files(name: str, root: Path, train: bool = True, test: bool = True) -> None:
+def check_files(name: str, root: Path, train: bool = True, test: bool = True, downloaded: bool = False) -> None:
     """Raise a UserError naming the batch files missing under root (before a run creates anything)."""
     spec = layout(name)
     folder = Path(root) / spec.folder
@@ -87,7 +99,7 @@ def check_files(name: str, root: Path, train: bool = True, test: bool = True) ->
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise UserError(f"{name} not found: looked for {', '.join(missing)} in {folder}. "
-                        f"{how_to_get(name, Path(root))}")
+                        f"{how_to_get(name, Path(root), downloaded)}")
 
 
 def read_split(name: str, root: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
