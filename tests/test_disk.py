@@ -1,12 +1,16 @@
 """Issue 7.6: an output directory that cannot be written, or a disk that fills up, is a clear error; every file
 already written stays whole."""
 import csv
+import errno
 import json
+import os
 import resource
 import signal
+import subprocess
+import time
 
 import pytest
-from helpers.train import FAST, run_train
+from helpers.train import FAST, run_train, train_cmd
 
 from deepres.errors import UserError
 from deepres.runs.run_dir import RunDir
@@ -36,9 +40,7 @@ def limit_file_size(max_bytes: int):
 
 
 def test_full_disk_mid_run_is_a_clear_error_and_files_stay_whole(tmp_path, cifar10_root):
-    import subprocess
-
-    from helpers.train import ROOT, train_cmd
+    from helpers.train import ROOT
 
     # depth 8: about 0.6 MB per checkpoint, so metrics.csv and status.json fit but no checkpoint does
     proc = subprocess.run(train_cmd(*FAST, "trainer.max_steps=30", f"data.root={cifar10_root}",
@@ -49,3 +51,46 @@ def test_full_disk_mid_run_is_a_clear_error_and_files_stay_whole(tmp_path, cifar
     assert json.loads((tmp_path / "status.json").read_text())["status"] == "failed"
     assert list(csv.DictReader(open(tmp_path / "metrics.csv")))  # whole and readable
     assert not list((tmp_path / "checkpoints").glob("*.ckpt")) and not list((tmp_path / "checkpoints").glob(".*tmp"))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 70 MiB file system of its own (tmpfs), filled on demand: the real ENOSPC of a full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=70m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def fill(disk) -> None:
+    with open(disk / "filler", "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 20))
+                f.flush()
+        except OSError as err:
+            assert err.errno == errno.ENOSPC
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root, as CI has (SLURM's cluster too)")
+def test_a_disk_filling_mid_run_is_one_paragraph_and_the_same_command_resumes_exactly(tmp_path, small_disk,
+                                                                                       cifar10_root):
+    args = [*[o for o in FAST if o != "logger=none"], "trainer.max_steps=60", f"data.root={cifar10_root}"]
+    run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
+    run = small_disk / "run"
+    proc = subprocess.Popen(train_cmd(*args, f"hydra.run.dir={run}"), cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    fill(small_disk)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    assert "Traceback" not in err and len((out + err).splitlines()) <= 10, (out + err)[-3000:]
+    assert f"no space left to write in {run}" in err and "re-run the same command to resume" in err
+    assert json.loads((run / "status.json").read_text())["status"] == "failed"
+    (small_disk / "filler").unlink()
+    run_train(*args, f"hydra.run.dir={run}", cwd=tmp_path)
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    assert (run / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()

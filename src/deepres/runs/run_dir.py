@@ -3,6 +3,7 @@
 status.json is the run's record for the sweep summary: running, completed or failed (with the reason).
 Under data parallelism only global rank 0 locks and writes; the other processes of the run only train. Nothing here
 loads torch or Lightning: the launcher plugins read run directories in every Hydra app."""
+import errno
 import fcntl
 import json
 import os
@@ -81,8 +82,17 @@ class RunDir:
 
     @rank_zero_only
     def write_status(self, **fields) -> dict:
+        """Update status.json, atomically; on a disk too full for the new copy, in place (the old file's space)."""
         status = {**self.status(), **fields}
-        atomic_write_text(self.path / STATUS, json.dumps(status, indent=1, sort_keys=True) + "\n")
+        text = json.dumps(status, indent=1, sort_keys=True) + "\n"
+        try:
+            atomic_write_text(self.path / STATUS, text)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            with open(self.path / STATUS, "r+") as f:  # a few hundred bytes: written in one block
+                f.write(text)
+                f.truncate()
         return status
 
     def resume_checkpoint(self) -> Path | None:

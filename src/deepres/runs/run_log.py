@@ -11,8 +11,9 @@ from deepres.runs.signals import Interrupted
 
 FILENAME = "train.log"
 FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
-# Lightning's loggers keep their own console handler and do not propagate to the root logger
-OWN_HANDLERS = ("lightning.pytorch", "lightning.fabric")
+# Lightning's messages stop at its own logger, which prints them (training/quiet.py)
+OWN_HANDLERS = ("lightning",)
+
 
 
 @contextlib.contextmanager
@@ -29,6 +30,9 @@ def run_logs(run_dirs: list[Path]) -> Iterator[None]:
         for handler in handlers:
             logger.addHandler(handler)
     logging.captureWarnings(True)
+    # a full disk: the run reports it once (runs/lifecycle.py), not a traceback for every message a log file
+    # (train.log, W&B's debug.log) could not take
+    raises, logging.raiseExceptions = logging.raiseExceptions, False
     try:
         yield
     except BaseException as err:
@@ -38,6 +42,7 @@ def run_logs(run_dirs: list[Path]) -> Iterator[None]:
             handler.handle(record)
         raise
     finally:
+        logging.raiseExceptions = raises
         logging.captureWarnings(False)
         loggers[0].setLevel(root_level)
         for logger in loggers:

@@ -14,6 +14,11 @@ from lightning.pytorch.utilities import rank_zero_only
 
 class IterationWandbLogger(WandbLogger):
     def __init__(self, **kwargs):
+        import wandb
+
+        # W&B's copy of the console (output.log) duplicates train.log, and its hooks on stdout and stderr, left
+        # after the run finished, turned a full disk's messages into a cascade of errors
+        kwargs.setdefault("settings", wandb.Settings(console="off"))
         super().__init__(**kwargs)
         # Lightning passes anonymous=None, which W&B warns about on every run ("has no effect")
         if self._wandb_init.get("anonymous") is None:
