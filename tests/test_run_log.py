@@ -6,9 +6,11 @@ import pytest
 from helpers.train import FAST, run_train
 
 from deepres.runs.run_log import run_logs
+from deepres.training.quiet import quiet_lightning
 
 
 def test_every_kind_of_message_and_the_reason_reach_each_runs_log(tmp_path):
+    quiet_lightning()  # as the entry points do: Lightning's messages reach its own logger
     runs = [tmp_path / "a", tmp_path / "b"]  # a pack of two: each its own file
     for run in runs:
         run.mkdir()
