@@ -39,7 +39,7 @@ from deepres.packing.members import Pack
 from deepres.runs.metrics_csv import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
 from deepres.training.build import build_datamodule, build_module, make_trainer
-from deepres.training.checkpoints import MemberCheckpointIO
+from deepres.training.checkpoints import MemberCheckpointIO, tensors_in
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GPU_SETTINGS = ["trainer.precision=bf16-mixed", "model.channels_last=true", "optimizer.fused=true"]
@@ -179,7 +179,7 @@ def project(depth: int, batch: int, data: Path, run: Path) -> dict[str, tuple]:
         phases.checkpoint = counted
 
     def counted_save(obj, f, *args, **kwargs) -> None:  # the storages torch.save copies to the host one by one
-        saved.append(len({t.untyped_storage().data_ptr() for t in _tensors(obj)}))
+        saved.append(len({t.untyped_storage().data_ptr() for t in tensors_in(obj)}))
         torch_save(obj, f, *args, **kwargs)
 
     checkpoints._save_last, torch.save = profiled_save, counted_save
@@ -205,17 +205,6 @@ def project(depth: int, batch: int, data: Path, run: Path) -> dict[str, tuple]:
 
 def _per_step(ops: Counter, steps: int) -> Counter:
     return Counter({name: count // steps for name, count in ops.items()})
-
-
-def _tensors(obj) -> Iterator[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, dict):
-        for value in obj.values():
-            yield from _tensors(value)
-    elif isinstance(obj, (list, tuple)):
-        for value in obj:
-            yield from _tensors(value)
 
 
 def plain_loop(depth: int, batch: int, data: Path) -> dict[str, tuple]:

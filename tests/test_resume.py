@@ -2,13 +2,10 @@
 rows as an uninterrupted run. No RNG state needs saving for this: the model's init, the data order and every
 augmentation draw are functions of (seed, iteration), see data/gpu_augment.py; SIGTERM/SIGINT/kill -9 at random
 moments are in test_interrupt.py."""
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
-from helpers.train import FAST, ROOT, run_train, train_cmd
+from helpers.train import FAST, kill_at_first_checkpoint, run_train
 
 
 def final_weights(run) -> dict:
@@ -23,14 +20,7 @@ def test_kill_9_and_resume_ends_like_an_uninterrupted_run(cifar10_root, tmp_path
             f"trainer.val_check_interval={evaluate}", f"data.root={cifar10_root}"]
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(*args, f"hydra.run.dir={killed}"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "checkpoints" / "final.ckpt").exists(), "the run finished before it could be killed"
+    kill_at_first_checkpoint(*args, f"hydra.run.dir={killed}", run=killed)
     run_train(*args, f"hydra.run.dir={killed}")
     assert (killed / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
     whole, resumed = final_weights(tmp_path / "whole"), final_weights(killed)

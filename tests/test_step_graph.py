@@ -1,14 +1,10 @@
 """model.compile=step_graph: the whole iteration (batch, forward, backward, optimiser step, sums) as one captured CUDA
 graph. On a CPU the same body runs eagerly: a run with the setting computes what the run without it computes, its
 rows, weights and checkpoints, alone and in a pack, resumed or not."""
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 import torch
-from helpers.train import FAST, ROOT, run_train, train_cmd
+from helpers.train import FAST, kill_at_first_checkpoint, run_train
 
 SETTING = ["model.compile=step_graph", "optimizer.fused=true"]
 ARGS = [*FAST, "trainer.max_steps=30"]
@@ -49,14 +45,7 @@ def test_a_captured_step_resumes_exactly(cifar10_root, tmp_path):
     args = [*ARGS, *SETTING, "trainer.max_steps=60", f"data.root={cifar10_root}"]
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(*args, f"hydra.run.dir={killed}"), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "checkpoints" / "final.ckpt").exists(), "the run finished before it could be killed"
+    kill_at_first_checkpoint(*args, f"hydra.run.dir={killed}", run=killed)
     run_train(*args, f"hydra.run.dir={killed}")
     same_run(tmp_path / "whole", killed)
 

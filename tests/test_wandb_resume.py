@@ -1,12 +1,8 @@
 """W&B after a resume: the history step is the iteration, monotonic across the offline folders a killed and resumed
 run leaves, so that syncing them all gives one run whose history is metrics.csv: no step twice, none missing."""
-import os
-import signal
-import subprocess
-import time
 
 import pytest
-from helpers.train import FAST, ROOT, run_train, train_cmd
+from helpers.train import FAST, kill_at_first_checkpoint, run_train
 from helpers.wandb_records import summarize
 
 from deepres.runs.metrics_csv import read_rows
@@ -25,13 +21,7 @@ def by_step(rows) -> dict[int, dict]:
 def test_a_killed_and_resumed_run_has_one_history_equal_to_metrics_csv(tmp_path, cifar10_root):
     run = tmp_path / "run"
     args = [*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={run}"]
-    proc = subprocess.Popen(train_cmd(*args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "WANDB_MODE": "offline"})
-    deadline = time.time() + 300
-    while not (run / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_at_first_checkpoint(*args, run=run)
     run_train(*args)
     files = sorted(run.rglob("run-*.wandb"), key=lambda f: f.stat().st_mtime)
     assert len(files) == 2, files

@@ -1,7 +1,9 @@
 """src/train.py run for real in a subprocess, the way users run it, with small fast settings."""
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,3 +26,15 @@ def run_train(*overrides: str, cwd: Path | None = None, check: bool = True, time
     if check and proc.returncode != 0:
         raise AssertionError(f"train.py {' '.join(overrides)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def kill_at_first_checkpoint(*overrides: str, run: Path, cwd: Path | None = None) -> None:
+    """Start src/train.py and kill -9 it as soon as `run` has its first last.ckpt (fails if the run ended first)."""
+    proc = subprocess.Popen(train_cmd(*overrides), cwd=cwd or ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "offline"})
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "checkpoints" / "final.ckpt").exists(), "the run finished before it could be killed"

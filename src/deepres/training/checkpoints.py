@@ -5,7 +5,7 @@ last.ckpt is written where Lightning's own loop can resume from exactly: after t
 that is also evaluated, after the evaluation (so its rows are in the checkpoint and it is not run twice). The metric
 rows travel inside each checkpoint (see runs/metrics_csv.py)."""
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ def checkpoint_bytes(net: torch.nn.Module) -> int:
 def on_host(checkpoint: dict) -> dict:
     """The checkpoint with its tensors in one host buffer per dtype: one device-to-host copy per dtype, where
     torch.save would copy each of its ~200 tensors on its own. Each tensor keeps its shape and memory layout."""
-    tensors = list({id(t): t for t in _tensors(checkpoint)}.values())
+    tensors = list({id(t): t for t in tensors_in(checkpoint)}.values())
     host = {}
     for dtype in {t.dtype for t in tensors}:
         group = [t for t in tensors if t.dtype == dtype]
@@ -53,15 +53,16 @@ def _laid_out(flat: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return flat.view(like.shape)
 
 
-def _tensors(obj):
+def tensors_in(obj) -> Iterator[torch.Tensor]:
+    """Every tensor in a checkpoint's nested dicts, lists and tuples."""
     if isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, dict):
         for value in obj.values():
-            yield from _tensors(value)
+            yield from tensors_in(value)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from _tensors(value)
+            yield from tensors_in(value)
 
 
 def _replace(obj, host: dict):
