@@ -1,7 +1,7 @@
 """The paper's full CIFAR-10 schedule on one GPU, within 9 minutes: ResNet-20, plain-20, ResNet-56 and plain-56, 64k
 iterations each, as the packed launcher trains them (two packs side by side), on the CIFAR-10 copy:
 
-    python benchmarks/gpu_fidelity.py --out DIR [--budget 510] [--dry]     (make gpu-fidelity [DRY=1])
+    python benchmarks/gpu_fidelity.py --out DIR [--budget 510] [--dry] [key=value ...]     (make gpu-fidelity)
 
 Runs that do not finish in the budget are interrupted (they stop at a checkpoint, resumable) and reported as
 far as they got. DIR gets report.md (each run's steps, final test error, wall time, beside the paper's), results.json
@@ -109,6 +109,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=BUDGET, help="seconds for the whole command")
     parser.add_argument("--dry", action="store_true", help="40 iterations on generated data, on the CPU")
     parser.add_argument("--grace", type=float, default=GRACE, help="seconds from the stop to the kill")
+    parser.add_argument("overrides", nargs="*", help="more overrides for every run (key=value)")
     args = parser.parse_args()
     deadline = time.perf_counter() + args.budget
     args.out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def main() -> None:
         data = write_cifar10(work / "cifar10")
     else:
         data = cifar_root(BUNDLE)
-    overrides = [*SWEEP, f"data.root={data}", *(DRY if args.dry else [])]
+    overrides = [*SWEEP, f"data.root={data}", *(DRY if args.dry else []), *args.overrides]
     attempts, results = [], []
     for compile in ("model.compile=step_graph", "model.compile=false"):
         sweep_dir = work / compile.split("=")[1]
