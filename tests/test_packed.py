@@ -174,8 +174,8 @@ def test_a_pack_of_twins_ends_as_the_twins_trained_apart(cifar10_root, tmp_path,
     assert runs.keys() == _runs(alone).keys() and len(runs) == 2
     if precision == "32-true":  # the rounding scale: the same runs with channels-last convolutions
         other, _ = _sweep(tmp_path, "nhwc", "basic", *args, "model.channels_last=true")
-        noise = {name.replace("model.channels_last=True,", ""): _distances(run, alone / name.replace(
-            "model.channels_last=True,", "")) for name, run in _runs(other).items()}
+        noise = {name.replace("model.channels_last=true,", ""): _distances(run, alone / name.replace(
+            "model.channels_last=true,", "")) for name, run in _runs(other).items()}
     for name, run in runs.items():
         status = json.loads((run / "status.json").read_text())
         assert status["status"] == "completed" and sorted(status["pack"]) == sorted(runs)
