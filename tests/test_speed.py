@@ -186,6 +186,6 @@ def test_progress_bar_updates_every_n_steps_and_shows_the_rows(monkeypatch):
     assert bar.refresh_rate <= 4
     for step in range(1, 26):
         bar.on_train_batch_end(SimpleNamespace(global_step=step, max_steps=25), None, None, None, step - 1)
-    assert updates == [10, 20, 25]
+    assert updates == [1, 10, 20, 25]  # the first, every 10th, the last: fast iterations, none by time
     module = SimpleNamespace(bar_metrics={"train/loss": 2.3, "train/error": 90.0})
     assert bar.get_metrics(None, module) == {"v_num": 0, "train/loss": 2.3, "train/error": 90.0}
