@@ -65,6 +65,13 @@ def cifar_root(bundle: Path = BUNDLE, dest: Path = Path("/tmp/deepres-cifar10"))
     return dest
 
 
+def machine_line(env: dict) -> str:
+    """common.machine() (GPU, torch, commit, date) as the children see it: in their environment."""
+    probe = f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import common; print(common.machine())"
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=ROOT)
+    return proc.stdout.strip() or proc.stderr.strip()[-300:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dest", type=Path, default=BUNDLE)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from gpu_bundle import BUNDLE, environment
+from gpu_bundle import BUNDLE, environment, machine_line
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -112,20 +112,14 @@ def check(out: Path, dry: bool, budget: float, parts: list[Part]) -> list[Outcom
             print(f"{part.name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s", flush=True)
         steps = [row for part in parts if (Path(scratch) / f"{part.name}.json").exists()
                  for row in json.loads((Path(scratch) / f"{part.name}.json").read_text())["rows"]]
-    write(out, outcomes, steps, dry)
+    write(out, outcomes, steps, dry, machine_line(env))
     return outcomes
 
 
-def machine_line(env: dict) -> str:
-    probe = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import common; print(common.machine())")
-    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=ROOT)
-    return proc.stdout.strip() or proc.stderr.strip()[-300:]
-
-
-def write(out: Path, outcomes: list[Outcome], steps: list[dict], dry: bool) -> None:
+def write(out: Path, outcomes: list[Outcome], steps: list[dict], dry: bool, machine: str) -> None:
     invoked = shlex.join([Path(sys.executable).name, *sys.argv])
     head = [f"# GPU check{' (dry run: tiny settings on this machine, not measurements)' if dry else ''}", "",
-            f"Machine: {machine_line(environment(BUNDLE))}", "", f"Command: `{invoked}`", "",
+            f"Machine: {machine}", "", f"Command: `{invoked}`", "",
             "| part | status | seconds |", "|---|---|---|"]
     head += [f"| {o.name} | {o.status} | {o.seconds:.0f} |" for o in outcomes]
     sections = [f"## {o.name}: {o.status}\n\n`{o.command}`\n\n{o.report}" for o in outcomes if o.command]

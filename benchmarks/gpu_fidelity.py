@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpu_bundle import BUNDLE, ROOT, cifar_root, environment
+from gpu_bundle import BUNDLE, ROOT, cifar_root, environment, machine_line
 
 sys.path.insert(0, str(ROOT / "src"))  # where the project is not installed (a lent GPU machine)
 from deepres.runs.metrics_csv import read_rows  # noqa: E402
@@ -95,12 +95,6 @@ def report(out: Path, results: list[dict], command: str, attempts: list[dict], m
     for r in results:
         if (Path(r["dir"]) / "metrics.csv").exists():
             shutil.copy2(Path(r["dir"]) / "metrics.csv", out / f"{r['name']}.metrics.csv")
-
-
-def machine_line(env: dict) -> str:
-    probe = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import common; print(common.machine())"
-    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=ROOT)
-    return proc.stdout.strip() or proc.stderr.strip()[-300:]
 
 
 def main() -> None:
