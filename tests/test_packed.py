@@ -215,7 +215,7 @@ def test_a_sweep_packs_the_runs_that_may_share_a_network(cifar10_root, tmp_path)
     overrides = [o for o in SWEEP_FAST if o != "logger=none"]  # W&B on: one W&B run per member
     sweep, proc = _sweep(tmp_path, "grid", "packed", *overrides, "model.depth=8,14", "seed=1,2", "trainer.max_steps=6",
                          f"data.root={cifar10_root}", "hydra.launcher.max_pack_size=8")
-    assert proc.stdout.count("packed as one network") == 2
+    assert proc.stdout.count("packed as one job") == 2
     packs = {}
     for name, run in _runs(sweep).items():
         packs.setdefault(tuple(sorted(json.loads((run / "status.json").read_text())["pack"])), []).append(name)
@@ -232,7 +232,7 @@ def test_a_sweep_packs_the_runs_that_may_share_a_network(cifar10_root, tmp_path)
         assert [h["train/loss"] for h in run["history"] if "train/loss" in h] == losses
     alone, proc = _sweep(tmp_path, "alone", "packed", *SWEEP_FAST, "model.depth=8", "seed=1,2",
                          "trainer.max_steps=2", f"data.root={cifar10_root}", "hydra.launcher.max_pack_size=1")
-    assert "packed as one network" not in proc.stdout
+    assert "packed as one job" not in proc.stdout
     assert all("pack" not in json.loads((run / "status.json").read_text()) for run in _runs(alone).values())
 
 

@@ -8,6 +8,8 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
+from deepres.runs.run_dir import RunDir
+
 # keys in which the members of a pack may differ (data.seed follows seed unless set apart; name follows the net)
 MEMBER_KEYS = ("seed", "data.seed", "model.residual", "optimizer.lr", "schedule.lr", "name", "logger")
 PACKABLE_DATA = ("cifar10", "cifar100")  # the data sets whose DataModule draws one stream per member
@@ -39,3 +41,11 @@ def pack_key(cfg: DictConfig) -> str | None:
             node = node[parent]
         node.pop(leaf, None)
     return json.dumps(common, sort_keys=True)
+
+
+def launch_key(cfg: DictConfig) -> tuple[str, int] | None:
+    """The packed launchers' pack_key (conf/hydra/launcher/packed.yaml): runs pack when they may share a network and
+    stand at the same iteration (an interrupted pack resumes as one); `cfg` is a job's config, its output directory
+    set. None: the run trains alone."""
+    key = pack_key(cfg)
+    return None if key is None else (key, RunDir(cfg.hydra.runtime.output_dir).resume_step())

@@ -8,11 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from deepres.runs.atomic import atomic_write_text
-from deepres.runs.run_dir import STATUS
+from deepres.runs.run_dir import STATUS, RunDir
 
 log = logging.getLogger("deepres")
 COLUMNS = ["job", "name", "overrides", "status", "steps", "train/error", "test/error", "val/error", "wall_time_s",
@@ -55,7 +56,16 @@ def table(rows: list[dict], columns: list[str]) -> str:
 
 
 class SweepSummary(Callback):
-    """Writes the summary when a multirun ends; exits 1 if any job did not complete."""
+    """Records a job that died without a result (the launcher reports it) as failed, writes the summary when a
+    multirun ends, and exits 1 if any job did not complete."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs) -> None:
+        if job_return.status != JobStatus.FAILED:
+            return
+        run = RunDir(config.hydra.runtime.output_dir)
+        if run.status().get("status") in (None, "running"):  # it had no chance to record how it ended
+            run.write_status(status="failed", overrides=" ".join(job_return.overrides or []),
+                             reason=str(job_return._return_value))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

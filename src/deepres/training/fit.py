@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
-from deepres.config import is_multirun
+from deepres.config import is_multirun, uses_cuda
 from deepres.errors import Diverged, UserError
 from deepres.packing.members import Pack
 from deepres.packing.plan import MEMBER_KEYS, pack_key
@@ -40,6 +40,16 @@ def train(cfg: DictConfig) -> dict:
     hydra_cfg = HydraConfig.get()
     member = Member(cfg, RunDir(hydra_cfg.runtime.output_dir), " ".join(hydra_cfg.overrides.task))
     return train_members([member])[0]
+
+
+def train_pack(jobs: list[tuple[DictConfig, DictConfig]]) -> list[dict | None]:
+    """The packed launchers' pack_task (conf/hydra/launcher/packed.yaml): the jobs (each its resolved config and its
+    Hydra config) trained as one network, under a sweep job's exit policy; each job's status.json (None: failed)."""
+    members = [Member(cfg, RunDir(hydra.runtime.output_dir), " ".join(hydra.overrides.task)) for cfg, hydra in jobs]
+    if not uses_cuda(members[0].cfg.trainer.accelerator):
+        log.warning("this pack trains on a CPU, where a network of K grouped convolutions is slower than K separate "
+                    "runs (0.3-1x, benchmarks/README.md): packing pays on a GPU.")
+    return report_outcome(lambda: train_members(members), multirun=True, what="pack") or [None] * len(members)
 
 
 def train_members(members: list[Member]) -> list[dict]:
