@@ -33,7 +33,8 @@ def run_app(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
                                       pytest.param(["hydra/launcher=deepres_slurm", "hydra.launcher.cpus_per_task=1",
                                                     "hydra.launcher.mem_gb=1"], id="slurm", marks=needs_cluster)])
 def test_a_job_that_dies_is_failed_with_its_reason_and_its_callbacks_fire_once(tmp_path, launcher):
-    proc = run_app(tmp_path, "die=false,true", *launcher)
+    proc = run_app(tmp_path, "die=false,true", "+hydra.sweep.mode=750", *launcher)
+    assert (tmp_path / "sweep").stat().st_mode & 0o777 == 0o750  # hydra.sweep.mode, as upstream applies it
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "Error executing job with overrides: ['die=True']" in proc.stderr
     verdict = "ended FAILED without a result" if "slurm" in launcher[0] else "ended FINISHED without a result"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 from helpers.config import compose_config, hydra_context
-from helpers.train import FAST, run_train
+from helpers.train import FAST, ROOT, run_train
 from hydra.core.utils import JobStatus
 from hydra.utils import instantiate
 from submitit.core.utils import UncompletedJobError
@@ -103,7 +103,11 @@ def test_local_launcher_sweep_runs_each_job_in_its_own_process_and_not_twice(cif
     assert {(r["status"], r["steps"]) for r in rows} == {("completed", "10")}
     logs = sorted((tmp_path / ".submitit").rglob("*_log.err"))
     assert len(logs) == 2 and all("max_steps=10` reached" in p.read_text() for p in logs)
-    again = run_train(*args)  # a re-launched sweep's jobs find their runs finished
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "tests" / "apps"))  # its JobCounter callback, in the jobs
+    again = run_train(*args, "+hydra.callbacks.count._target_=foreign_app.JobCounter",  # a re-launched sweep's jobs
+                      f"+hydra.callbacks.count.path={tmp_path / 'callbacks.txt'}")   # find their runs finished
+    events = sorted((tmp_path / "callbacks.txt").read_text().split("\n")[:-1])
+    assert events == ["end 0 COMPLETED", "end 1 COMPLETED", "start 0", "start 1"]  # once per job, skipped or not
     relaunched = sorted(set((tmp_path / ".submitit").rglob("*_log.err")) - set(logs))
     outputs = [p.read_text() + p.with_suffix(".out").read_text() for p in relaunched]
     assert len(outputs) == 2 and all("already finished" in out and "reached" not in out for out in outputs)

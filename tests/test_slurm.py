@@ -5,6 +5,8 @@ Run by `make test` when a cluster answers (`make slurm-up` starts one on this ma
 import csv
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 
@@ -43,13 +45,14 @@ def _start_sweep(sweep_dir, *overrides: str, launcher: tuple[str, ...] = tuple(S
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _interrupt_at_first_checkpoint(sweep: subprocess.Popen, sweep_dir, interrupts: dict) -> dict[str, str]:
+def _interrupt_at_first_checkpoint(sweep: subprocess.Popen | None, sweep_dir, interrupts: dict) -> dict[str, str]:
     """Call interrupts[key](SLURM id of the job) as soon as the job whose directory name holds `key` has saved its
-    first last.ckpt, while it still runs (80 iterations to go). Returns {key: SLURM id}."""
+    first last.ckpt, while it still runs (80 iterations to go), and the sweep's process (if any) too. Returns
+    {key: SLURM id}."""
     ids = {}
 
     def all_interrupted() -> bool:
-        assert sweep.poll() is None, f"the sweep ended early: {sweep.communicate()[1][-3000:]}"
+        assert sweep is None or sweep.poll() is None, f"the sweep ended early: {sweep.communicate()[1][-3000:]}"
         for key in set(interrupts) - set(ids):
             for ckpt in sweep_dir.glob(f"*{key}*/checkpoints/last.ckpt"):
                 assert not (ckpt.parent / "final.ckpt").exists(), f"{ckpt.parents[1].name} ended too early"
@@ -118,13 +121,12 @@ def test_a_killed_job_is_marked_failed_and_a_relaunch_finishes_the_sweep(cifar10
     assert f"slurm job {killed} ended FAILED" in summary["plain-8"]["reason"]
 
     jobs = array_tasks(tmp_path)
-    relaunch = run_train("-m", *args, f"hydra.sweep.dir={tmp_path}", *SLURM)   # the same command again
+    run_train("-m", *args, f"hydra.sweep.dir={tmp_path}", *SLURM)              # the same command again
     summary = _summary(tmp_path)
     assert {(r["status"], r["steps"]) for r in summary.values()} == {("completed", "100")}
-    (skipped,) = [line for line in relaunch.stdout.splitlines() if "(finished: skipped)" in line]
-    assert "model.residual=True" in skipped
-    (resumed,) = set(array_tasks(tmp_path)) - set(jobs)                        # only the killed job was queued
-    assert "Restored all states from the checkpoint" in job_log(tmp_path, resumed)
+    logs = [job_log(tmp_path, job) for job in set(array_tasks(tmp_path)) - set(jobs)]
+    assert sorted("already finished" in log for log in logs) == [False, True]  # the finished run: not trained again
+    assert sorted("Restored all states from the checkpoint" in log for log in logs) == [False, True]
     rows = read_rows(_job_dirs(tmp_path)["plain-8"] / "metrics.csv")
     assert [r["step"] for r in rows if "train/loss" in r] == list(range(5, 101, 5))
     assert [r["step"] for r in rows if "test/error" in r] == [20, 40, 60, 80, 100]
@@ -168,3 +170,39 @@ def test_a_pack_is_a_task_of_the_sweeps_array_job_and_resumes_when_requeued(cifa
         weights = [torch.load(d / "checkpoints" / "final.ckpt", weights_only=False)["state_dict"]
                    for d in (whole, requeued)]
         assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_detached_sweep_outlives_its_shell_and_the_same_command_reattaches(cifar10_root, tmp_path):
+    command = train_cmd("-m", "seed=1,2,3", *LONG, f"data.root={cifar10_root}", f"hydra.sweep.dir={tmp_path}", *SLURM,
+                        "hydra.launcher.detach=true")
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    shell = subprocess.Popen(["bash", "-c", f"{shlex.join(command)}; sleep 600"], cwd=ROOT, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    said = next(line for line in shell.stdout if line.startswith("detached:"))  # submitted: then its shell dies,
+    os.killpg(shell.pid, signal.SIGKILL)                                             # as with its SSH session
+    shell.wait()
+    array = re.match(r"detached: SLURM job (\d+) runs the sweep's 3 job\(s\); job (\d+) ends the sweep", said)
+    assert array, said
+    submitted = array_tasks(tmp_path)
+    assert len(submitted) == 4  # the three jobs in one array, and the job that ends the sweep
+
+    def oom_kill(job: str) -> None:  # a job that fails inside the array: killed as for memory
+        (run,) = tmp_path.glob("*seed=3*")
+        os.kill(int((run / ".lock").read_text().split()[1]), signal.SIGKILL)
+
+    jobs = _interrupt_at_first_checkpoint(None, tmp_path, {
+        "seed=2": lambda job: subprocess.run(["scontrol", "requeue", job], check=True), "seed=3": oom_kill})
+    start_requeued(jobs["seed=2"])
+    other = run_train(*[a for a in command[2:] if a != "seed=1,2,3"], "seed=1,2", check=False)
+    assert other.returncode == 2 and "holds a detached sweep of other jobs" in other.stderr  # nothing submitted
+
+    attached = run_train(*command[2:], check=False)  # the same command: it waits for the jobs, then the summary
+    assert attached.returncode == 1, attached.stderr[-3000:]
+    assert "attached to the detached sweep" in attached.stdout + attached.stderr
+    assert array_tasks(tmp_path) == submitted  # nothing submitted twice
+    rows = {re.search(r"seed=(\d)", r["overrides"]).group(1): r for r in csv.DictReader(open(tmp_path / "summary.csv"))}
+    assert [(rows[s]["status"], rows[s]["steps"]) for s in "12"] == [("completed", "100")] * 2
+    assert rows["3"]["status"] == "failed" and f"slurm job {jobs['seed=3']} ended FAILED" in rows["3"]["reason"]
+    assert states(jobs["seed=2"])[0] == "REQUEUED" and states(jobs["seed=2"])[-1] == "COMPLETED"
+    assert states(array.group(2)) == ["COMPLETED"]  # the end job wrote the summary too
+    assert "completed" in (tmp_path / "summary.md").read_text()
