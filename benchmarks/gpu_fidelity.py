@@ -1,5 +1,6 @@
 """The paper's full CIFAR-10 schedule on one GPU, within 9 minutes: ResNet-20, plain-20, ResNet-56 and plain-56, 64k
-iterations each, as the packed launcher trains them (two packs side by side), on the CIFAR-10 copy:
+iterations each in the default precision (bf16 autocast on CUDA), and ResNet-20 once more in fp32 (the paper's), as
+the packed launcher trains them (three packs side by side), on the CIFAR-10 copy:
 
     python benchmarks/gpu_fidelity.py --out DIR [--budget 510] [--dry] [key=value ...]     (make gpu-fidelity)
 
@@ -24,8 +25,8 @@ from deepres.runs.metrics_csv import read_rows  # noqa: E402
 
 # ../shared/PAPER.md, Table 6 / Fig. 6: CIFAR-10 test error (%)
 PAPER = {"resnet-20": 8.75, "resnet-56": 6.97, "plain-20": None, "plain-56": None}
-SWEEP = ["model.depth=20,56", "model.residual=true,false", "hydra/launcher=packed", "logger=none",
-         "trainer.enable_progress_bar=false"]
+FP32 = "trainer.precision=32-true"  # the fifth run of sweeps/fidelity.yaml: ResNet-20 as the paper trained it
+SWEEP = ["+sweep=fidelity", "hydra/launcher=packed", "logger=none", "trainer.enable_progress_bar=false"]
 DRY = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=10",
        "data.batch_size=16", "data.eval_batch_size=500", "hydra.launcher.gpus_per_node=0"]
 BUDGET = 510  # seconds: the command must end within 9 minutes, data building and reporting included
@@ -69,6 +70,7 @@ def runs(sweep_dir: Path) -> list[dict]:
     out = []
     for status_file in sorted(sweep_dir.glob("*/status.json")):
         run = {**json.loads(status_file.read_text()), "dir": str(status_file.parent)}
+        run["label"] = run.get("name", status_file.parent.name) + ("-fp32" if FP32 in run.get("overrides", "") else "")
         rows = read_rows(status_file.parent / "metrics.csv") if (status_file.parent / "metrics.csv").exists() else []
         tested = [row for row in rows if "test/error" in row]
         run.setdefault("steps", rows[-1]["step"] if rows else 0)
@@ -86,7 +88,7 @@ def report(out: Path, results: list[dict], command: str, attempts: list[dict], m
              "|---|---|---|---|---|---|---|"]
     for r in results:
         paper = PAPER.get(r["name"])
-        lines.append(f"| {r['name']} | {r.get('status')} | {r.get('steps')} | {r.get('test/error', '-')} | "
+        lines.append(f"| {r['label']} | {r.get('status')} | {r.get('steps')} | {r.get('test/error', '-')} | "
                      f"{paper if paper is not None else '-'} | {r.get('train/error', '-')} | "
                      f"{r.get('wall_time_s', '-')} |")
     (out / "report.md").write_text("\n".join(lines) + "\n")
@@ -94,7 +96,7 @@ def report(out: Path, results: list[dict], command: str, attempts: list[dict], m
                                                  indent=1))
     for r in results:
         if (Path(r["dir"]) / "metrics.csv").exists():
-            shutil.copy2(Path(r["dir"]) / "metrics.csv", out / f"{r['name']}.metrics.csv")
+            shutil.copy2(Path(r["dir"]) / "metrics.csv", out / f"{r['label']}.metrics.csv")
 
 
 def main() -> None:

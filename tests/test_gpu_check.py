@@ -53,15 +53,15 @@ def test_a_part_that_hangs_or_fails_costs_its_slot_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_fidelity_run_trains_the_four_nets_and_reports_them(tmp_path):
+def test_the_fidelity_run_trains_the_five_runs_and_reports_them(tmp_path):
     proc = make("gpu-fidelity", tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = tmp_path / "fidelity"
-    names = ["plain-20", "plain-56", "resnet-20", "resnet-56"]
+    names = ["plain-20", "plain-56", "resnet-20", "resnet-20-fp32", "resnet-56"]  # ResNet-20 in fp32 beside bf16
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["report.md", "results.json", "sweep.log", *(f"{n}.metrics.csv" for n in names)])
     runs = json.loads((folder / "results.json").read_text())["runs"]
-    assert sorted(r["name"] for r in runs) == names
+    assert sorted(r["label"] for r in runs) == names
     assert all(r["status"] == "completed" and r["steps"] == 40 and 0 <= r["test/error"] <= 100 for r in runs)
     assert "| resnet-20 | completed | 40 |" in (folder / "report.md").read_text()
 
@@ -74,6 +74,6 @@ def test_fidelity_runs_that_outlast_the_budget_stop_resumable_and_report_how_far
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]
-    assert len(runs) == 4 and all(r["status"] == "interrupted" and r["reason"] == "stopped by SIGTERM" for r in runs)
+    assert len(runs) == 5 and all(r["status"] == "interrupted" and r["reason"] == "stopped by SIGTERM" for r in runs)
     assert all((Path(r["dir"]) / "checkpoints" / "last.ckpt").exists() for r in runs)
     assert "| resnet-20 | interrupted |" in (tmp_path / "report.md").read_text()

@@ -7,13 +7,14 @@ import pytest
 import torch
 from helpers.config import compose_config
 from helpers.train import run_train
+from hydra.utils import instantiate
 
 from deepres.data.imagenet_fake import write_image_folder
 from deepres.errors import UserError
 from deepres.evaluate import evaluate
 from deepres.runs.metrics_csv import read_rows
 from deepres.training.module import view_scores
-from deepres.training.schedule import PlateauSchedule
+from deepres.training.schedule import PlateauSchedule, milestone_steps
 from deepres.training.validate import validate
 
 # 32x32 crops of shorter sides in [36, 60], evaluated at 36 (and scales 32, 40): the paper's pipeline, small
@@ -41,10 +42,10 @@ def test_paper_recipe_trains_and_logs_top1_and_top5(trained_run):
     assert [r["step"] for r in evaluated] == [3, 6]
     assert all({"test/loss", "test/top5_error"} <= set(r) for r in evaluated)
     assert evaluated[-1]["test/top5_error"] == 0  # 3 classes: the true one is always among the top 5
-    assert [r["lr"] for r in rows if "lr" in r] == [0.1, 0.1]
+    assert [r["lr"] for r in rows if "lr" in r] == pytest.approx([0.01, 0.0001])  # drops at 1, 3, 4 of 6 iterations
     assert json.loads((trained_run / "status.json").read_text())["status"] == "completed"
     config = (trained_run / ".hydra" / "config.yaml").read_text()
-    assert "ImageNetResNet" in config and "PlateauSchedule" in config and "momentum: 0.9" in config
+    assert "ImageNetResNet" in config and "IterationSchedule" in config and "momentum: 0.9" in config
 
 
 @pytest.mark.parametrize("mode", ["center", "ten_crop", "multi_scale"])
@@ -104,6 +105,26 @@ def test_plateau_stops_at_max_drops_and_resumes_from_its_state():
     assert resumed.milestones == [3] and resumed.best == 50 and resumed.lr(3) == pytest.approx(0.01)
 
 
+def test_the_plateau_rule_reads_training_images_held_out_of_training(imagenet_root, tmp_path):
+    with pytest.raises(UserError, match=r"schedule.monitor=val/error .* set data.val_size=N"):
+        validate(compose_config("experiment=imagenet_paper", "schedule=imagenet_plateau"))
+    dm = instantiate(compose_config("experiment=imagenet_paper", f"data.root={imagenet_root}", "data.val_size=5",
+                                    "data.batch_size=6").data)
+    dm.setup("fit")
+    paths = lambda folder: {folder.path(i) for i in range(len(folder))}  # noqa: E731
+    assert len(dm.held_out) == 5 and len(dm.train) == 19 and not paths(dm.held_out) & paths(dm.train)
+    again = instantiate(compose_config("experiment=imagenet_paper", f"data.root={imagenet_root}", "data.val_size=5",
+                                       "data.batch_size=6", "seed=7").data)
+    again.setup("fit")
+    assert paths(again.held_out) == paths(dm.held_out)  # the same images for every run: data.split_seed draws them
+    run_train(*TINY, "schedule=imagenet_plateau", "data.val_size=5", "schedule.patience=1", "schedule.threshold=50",
+              "trainer.max_steps=9", f"data.root={imagenet_root}", f"hydra.run.dir={tmp_path}")
+    rows = [r for r in read_rows(tmp_path / "metrics.csv") if "val/error" in r]
+    assert [r["step"] for r in rows] == [3, 6, 9] and all("test/error" in r for r in rows)
+    lrs = [r["lr"] for r in read_rows(tmp_path / "metrics.csv") if "lr" in r]
+    assert lrs == pytest.approx([0.1, 0.1, 0.01])  # val/error at 6 no better than at 3 by 50 points: a plateau
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["experiment=imagenet_paper", "model.depth=56"], r"model.depth=56.*18, 34, 50, 101, 152"),
     (["experiment=imagenet_paper", "model.stride_on=5x5"], r"stride_on='5x5'"),
@@ -119,7 +140,9 @@ def test_imagenet_paper_is_the_papers_recipe():
     cfg = compose_config("experiment=imagenet_paper")
     assert (cfg.data.batch_size, cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (
         256, 0.1, 0.9, 0.0001)
-    assert cfg.trainer.max_steps == 600000 and cfg.schedule._target_.endswith("PlateauSchedule")
+    assert cfg.trainer.max_steps == 600000 and cfg.schedule._target_.endswith("IterationSchedule")
+    assert milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps) == [150000, 300000, 450000]  # 30 epochs
+    assert cfg.schedule.warmup_from_depth is None and cfg.data.val_size == 0
     assert (cfg.data.crop, list(cfg.data.scale), cfg.eval.mode) == (224, [256, 480], "center")
     assert list(cfg.eval.scales) == [224, 256, 384, 480, 640]
     validate(cfg)

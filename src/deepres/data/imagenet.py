@@ -24,7 +24,7 @@ from deepres.data.imagenet_augment import (
     scale_augment,
     ten_crop_views,
 )
-from deepres.data.imagenet_folder import LAYOUT, ClassFolder, class_names, read_rgb, scan
+from deepres.data.imagenet_folder import LAYOUT, ClassFolder, class_names, held_out, read_rgb, scan
 from deepres.data.jpeg import DeviceDecoder, Encoded, collate, eval_item, load, train_item
 from deepres.data.streams import COLOUR_NOISE, EpochOrder, StreamDataModule, generator
 from deepres.errors import UserError
@@ -133,7 +133,9 @@ class Shard(DistributedSampler):
 
 
 class ImageNetDataModule(StreamDataModule):
-    """Train on root/train with the paper's augmentation; evaluate root/val (logged as `test/`, with top-5)."""
+    """Train on root/train with the paper's augmentation; evaluate root/val (logged as `test/`, with top-5), and,
+    with val_size > 0, that many training images held out of training (logged as `val/`, evaluated as root/val is):
+    the split the plateau schedule reads, so that the reported one decides nothing."""
 
     top5 = True
 
@@ -142,7 +144,7 @@ class ImageNetDataModule(StreamDataModule):
                  flip: bool = True, lighting: float = 0.1, mean: tuple[float, ...] = (0.485, 0.456, 0.406),
                  std: tuple[float, ...] | None = None, bad_images: str = "fail", eval_mode: str = "center",
                  eval_resize: int = 256, eval_scales: tuple[int, ...] = (224, 256, 384, 480, 640), seed: int = 0,
-                 decode: str = "cpu"):
+                 decode: str = "cpu", val_size: int = 0, split_seed: int = 0):
         super().__init__()
         self.name, self.root, self.seed, self.decode = name, root, seed, decode
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -150,7 +152,8 @@ class ImageNetDataModule(StreamDataModule):
         self.eval_mode, self.eval_resize, self.eval_scales = eval_mode, eval_resize, tuple(eval_scales)
         self.bad_images = bad_images
         self.normalize = ColourNormalize(mean, std, lighting)
-        self.eval_names = ["test"]
+        self.val_size, self.split_seed = val_size, split_seed
+        self.eval_names = ["val", "test"] if val_size > 0 else ["test"]
         self.skipped: dict[str, str] = {}  # unreadable files seen with bad_images=skip: path -> reason
         self.decoder: DeviceDecoder | None = None  # data.decode=gpu: made for the training device at setup
         self._check()
@@ -193,11 +196,16 @@ class ImageNetDataModule(StreamDataModule):
             self.decoder = DeviceDecoder(device, self._finish)
         classes = class_names(self.root)
         self.val = scan(self.root, "val", classes)
-        if stage in (None, "fit") and not hasattr(self, "train"):
-            self.train = scan(self.root, "train", classes)
+        if (stage in (None, "fit") or self.val_size) and not hasattr(self, "train"):
+            train = scan(self.root, "train", classes)
+            if not 0 <= self.val_size < len(train):
+                raise UserError(f"data.val_size={self.val_size} must be in [0, {len(train) - 1}]: the training "
+                                f"images of {self.root} held out to evaluate.")
+            self.held_out, self.train = held_out(train, self.val_size, self.split_seed)
             if len(self.train) < self.batch_size:
                 raise UserError(f"data.batch_size={self.batch_size} is larger than the {len(self.train)} training "
-                                f"images of {self.root}.")
+                                f"images of {self.root}" + (f" left after data.val_size={self.val_size}." if
+                                                            self.val_size else "."))
 
     def train_dataloader(self) -> StreamLoader:
         rank, world = self._shard()
@@ -225,7 +233,7 @@ class ImageNetDataModule(StreamDataModule):
             out[i] = cropped
         return out
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> list[DataLoader]:
         rank, world = self._shard()
         views, batch = {
             "center": (partial(center_view, resize=self.eval_resize, crop=self.crop), self.eval_batch_size // world),
@@ -235,10 +243,13 @@ class ImageNetDataModule(StreamDataModule):
             "multi_scale": (partial(multi_scale_views, scales=self.eval_scales), 1),
         }[self.eval_mode]
         self.views = views
-        images = EvalImages(self.val, views, self.crop, self._reader(),
-                            partial(eval_item, views=views) if self.decoder else None)
-        return DataLoader(images, batch_size=batch, sampler=Shard(images, rank, world),
-                          persistent_workers=self.num_workers > 0, **self._loader_args())
+        loaders = []
+        for folder in ([self.held_out] if self.val_size else []) + [self.val]:
+            images = EvalImages(folder, views, self.crop, self._reader(),
+                                partial(eval_item, views=views) if self.decoder else None)
+            loaders.append(DataLoader(images, batch_size=batch, sampler=Shard(images, rank, world),
+                                      persistent_workers=self.num_workers > 0, **self._loader_args()))
+        return loaders
 
     def on_before_batch_transfer(self, batch, dataloader_idx: int):
         """Take the unreadable-file reasons (and a training batch's iteration) off the batch, on the host; with

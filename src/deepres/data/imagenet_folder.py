@@ -49,6 +49,13 @@ class ClassFolder:
         return os.path.join(self.root, self.classes[self.labels[i]], os.fsdecode(self.names[i]))
 
 
+def held_out(folder: ClassFolder, size: int, seed: int) -> tuple[ClassFolder, ClassFolder]:
+    """`size` images of the folder drawn by `seed` (the same for every run), and the others."""
+    order = np.random.default_rng(seed).permutation(len(folder))
+    parts = np.sort(order[:size]), np.sort(order[size:])
+    return tuple(ClassFolder(folder.root, folder.classes, folder.names[i], folder.labels[i]) for i in parts)
+
+
 def scan(root: str | Path, split: str, classes: list[str]) -> ClassFolder:
     """Every image of root/split, checking that its class folders are exactly `classes` and none is empty."""
     folder = Path(root).expanduser() / split

@@ -1,6 +1,6 @@
 """Checks of a composed config that must pass before any training starts; each failure is one UserError."""
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from deepres.errors import UserError
 from deepres.models import NETS, CifarResNet
@@ -52,6 +52,19 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, key)
     if "milestones" in cfg.schedule:  # the plateau schedule finds its own
         milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
+    _check_monitor(cfg)
+
+
+def _check_monitor(cfg: DictConfig) -> None:
+    """A plateau schedule reads an error that the run evaluates: val/ exists only with held-out images."""
+    monitor = OmegaConf.select(cfg, "schedule.monitor")
+    if monitor is None:
+        return
+    evaluated = ["val", "test"] if OmegaConf.select(cfg, "data.val_size", default=0) > 0 else ["test"]
+    if monitor.split("/")[0] not in evaluated:
+        raise UserError(f"schedule.monitor={monitor} reads an error this run does not evaluate (it evaluates "
+                        f"{', '.join(evaluated)}): val/ is the training images held out of training, set "
+                        "data.val_size=N to hold them out (e.g. 50000 on ImageNet).")
 
 
 def check_data(cfg: DictConfig) -> None:
