@@ -7,6 +7,8 @@ import pytest
 import torch
 from helpers.train import FAST, kill_at_first_checkpoint, run_train
 
+from deepres.runs.metrics_csv import read_rows
+
 
 def final_weights(run) -> dict:
     return torch.load(run / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
@@ -19,6 +21,27 @@ def test_kill_9_and_resume_ends_like_an_uninterrupted_run(cifar10_root, tmp_path
     args = [*FAST, "trainer.max_steps=80", f"checkpoint.every_n_steps={every}",
             f"trainer.val_check_interval={evaluate}", f"data.root={cifar10_root}"]
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
+    killed = tmp_path / "killed"
+    kill_at_first_checkpoint(*args, f"hydra.run.dir={killed}", run=killed)
+    run_train(*args, f"hydra.run.dir={killed}")
+    assert (killed / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
+    whole, resumed = final_weights(tmp_path / "whole"), final_weights(killed)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("warmup, switch", [
+    (["schedule.warmup_until_error=0", "schedule.warmup_max_steps=30"], 30),  # killed at 10: before the switch
+    (["schedule.warmup_until_error=100", "schedule.warmup_max_steps=2000"], 5),  # the error ends it at 5: after
+], ids=["killed-before-the-switch", "killed-after-the-switch"])
+def test_resume_through_the_warm_up_is_exact(cifar10_root, tmp_path, warmup, switch):
+    """ResNet-110's warm-up (lr 0.01 until the training error is below 80%, at most 2000 iterations), on a small
+    net: the switch back to the base lr is part of the checkpointed schedule state."""
+    args = [*FAST, "trainer.max_steps=40", "checkpoint.every_n_steps=10", "schedule.warmup_from_depth=8", *warmup,
+            "schedule.milestones=[0.95]", f"data.root={cifar10_root}"]
+    run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
+    rows = [r for r in read_rows(tmp_path / "whole" / "metrics.csv") if "lr" in r and r["step"] <= 35]
+    assert [r["lr"] for r in rows] == [0.01 if r["step"] <= switch else 0.1 for r in rows]  # a row's lr: its last
     killed = tmp_path / "killed"
     kill_at_first_checkpoint(*args, f"hydra.run.dir={killed}", run=killed)
     run_train(*args, f"hydra.run.dir={killed}")
