@@ -1,7 +1,9 @@
 """The one plotting helper of Fig. 1, 4 and 6: error (%) against iterations (1e4), one colour per depth, training
-error dashed (or thin), test error bold. A net that ran with several seeds is drawn as the mean over its seeds."""
+error dashed (or thin), test error bold. A net that ran with several seeds is drawn as the mean over its seeds, in
+a band of ± one standard deviation."""
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean, stdev
 
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -31,11 +33,14 @@ class Panel:
     curves: list[Curve]
 
 
-def mean_curve(runs: list[Run], key: str) -> tuple[list[float], list[float]]:
-    """Iterations (in units of 1e4) and the mean value over the runs, at the steps every run has logged."""
+def mean_curve(runs: list[Run], key: str) -> tuple[list[float], list[float], list[float]]:
+    """Iterations (in units of 1e4), the mean value over the runs and its sample std (0 for one run), at the steps
+    every run has logged."""
     curves = [dict(zip(*run.curve(key))) for run in runs]
     steps = sorted(set.intersection(*(set(c) for c in curves)))
-    return [s / 1e4 for s in steps], [sum(c[s] for c in curves) / len(curves) for s in steps]
+    values = [[c[s] for c in curves] for s in steps]
+    return ([s / 1e4 for s in steps], [mean(v) for v in values],
+            [stdev(v) if len(v) > 1 else 0.0 for v in values])
 
 
 def depth_colours(panels: list[Panel]) -> dict[int, tuple]:
@@ -52,9 +57,12 @@ def error_curves(panels: list[Panel], title: str, ylim: tuple[float, float]) -> 
     for ax, panel in zip(axes[0], panels):
         ends = []
         for c in panel.curves:
-            x, y = mean_curve(c.runs, c.key)
+            x, y, std = mean_curve(c.runs, c.key)
             label = c.net.label(shortcut=c.net.shortcut not in (None, "A")) if c.legend else None
             ax.plot(x, y, color=colours[c.net.depth], label=label, **c.style)
+            if len(c.runs) > 1:
+                ax.fill_between(x, [m - d for m, d in zip(y, std)], [m + d for m, d in zip(y, std)],
+                                color=colours[c.net.depth], alpha=0.15, linewidth=0)
             ends += y[-1:]
         ax.set_ylim(*ylim if ends and all(ylim[0] <= e <= ylim[1] for e in ends) else (0, 100))
         ax.set_xlim(left=0)
@@ -71,7 +79,8 @@ def error_curves(panels: list[Panel], title: str, ylim: tuple[float, float]) -> 
 
 def seeds_note(groups: dict[Net, list[Run]]) -> str:
     counts = sorted({len(runs) for runs in groups.values()})
-    return "one seed per net" if counts == [1] else f"mean of {'/'.join(map(str, counts))} seeds per net"
+    return ("one seed per net" if counts == [1] else
+            f"mean (band: ± std) of {'/'.join(map(str, counts))} seeds per net")
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:
