@@ -85,16 +85,18 @@ IMAGENET_DIR ?= multirun/imagenet
 SMOKE_DIR ?= multirun/smoke-fig6
 SMOKE_FIG4_DIR ?= multirun/smoke-fig4
 SMOKE_TABLE3_DIR ?= multirun/smoke-table3
+SMOKE_TABLE4_DIR ?= multirun/smoke-table4
 SEEDS ?=
-.PHONY: reproduce-fig1 reproduce-fig6 reproduce-table6 reproduce-fig7 reproduce-fig4 reproduce-table3 smoke-fig6 \
-        smoke-fig4 smoke-table3
+.PHONY: reproduce-fig1 reproduce-fig6 reproduce-table6 reproduce-fig7 reproduce-fig4 reproduce-table3 \
+        reproduce-table4 smoke-fig6 smoke-fig4 smoke-table3 smoke-table4
 
 # $(call sweep,NAME,DIR): the jobs of sweeps/NAME.yaml, in DIR
 sweep = $(PY) src/train.py -m +sweep=$(1) hydra.sweep.dir=$(2) $(if $(SEEDS),seed=$(SEEDS)) $(ARGS)
-# $(call ten_crop,DIR): the paper's 10-crop error of each completed ImageNet run in DIR not yet evaluated
-ten_crop = for run in $(1)/*/; do \
-	  if grep -qs '"status": "completed"' $$run/status.json && [ ! -f $$run/eval_ten_crop.json ]; then \
-	    $(PY) src/evaluate.py $$run eval.mode=ten_crop || exit 1; fi; done
+# $(call evaluate,DIR,MODE): the paper's MODE error (ten_crop, multi_scale) of each completed ImageNet run in DIR not
+# yet evaluated so
+evaluate = for run in $(1)/*/; do \
+	  if grep -qs '"status": "completed"' $$run/status.json && [ ! -f $$run/eval_$(2).json ]; then \
+	    $(PY) src/evaluate.py $$run eval.mode=$(2) || exit 1; fi; done
 
 reproduce-fig1: $(INSTALLED)  ## Fig. 1: plain-20 vs plain-56 on CIFAR-10 (ARGS=..., SEEDS=1,2,3)
 	$(call sweep,fig1,$(CIFAR_DIR))
@@ -115,28 +117,37 @@ reproduce-fig7: $(INSTALLED)  ## Fig. 7: std of layer responses of plain-20/56 a
 
 reproduce-fig4: $(INSTALLED)  ## Fig. 4 and Table 2 on ImageNet: plain vs ResNet-18/34 (ARGS="data.root=...")
 	$(call sweep,table2_fig4,$(IMAGENET_DIR))
-	$(call ten_crop,$(IMAGENET_DIR))
+	$(call evaluate,$(IMAGENET_DIR),ten_crop)
 	$(PY) src/report.py $(IMAGENET_DIR) fig4 table2
 
 reproduce-table3: $(INSTALLED)  ## Table 3 on ImageNet: plain-34, ResNet-34 A/B/C, ResNet-50/101/152
 	$(call sweep,table3,$(IMAGENET_DIR))
-	$(call ten_crop,$(IMAGENET_DIR))
+	$(call evaluate,$(IMAGENET_DIR),ten_crop)
 	$(PY) src/report.py $(IMAGENET_DIR) table3
 
+reproduce-table4: $(INSTALLED)  ## Table 4 on ImageNet: ResNet-34 B/C, ResNet-50/101/152, multi-scale testing
+	$(call sweep,table4,$(IMAGENET_DIR))
+	$(call evaluate,$(IMAGENET_DIR),multi_scale)
+	$(PY) src/report.py $(IMAGENET_DIR) table4
+
 # batches of 8 images: one thread is faster than two, and far faster than two competing for a busy CPU
-# $(call smoke_imagenet,SWEEP,DIR,REPORTS): the ImageNet path of a reproduce target on a generated folder
+# $(call smoke_imagenet,SWEEP,DIR,REPORTS,MODE): the ImageNet path of a reproduce target on a generated folder
 smoke_imagenet = $(PY) -m deepres.data.imagenet_fake $(2)/data && \
 	$(PY) src/train.py -m '+sweep=[$(1),smoke_imagenet]' data.root=$(2)/data hydra.sweep.dir=$(2) $(ARGS) && \
-	$(call ten_crop,$(2)) && \
+	$(call evaluate,$(2),$(4)) && \
 	$(PY) src/report.py $(2) $(3)
 
 smoke-fig4: export OMP_NUM_THREADS := 1
 smoke-fig4: $(INSTALLED)  ## the reproduce-fig4 path (Table 2, Fig. 4, 10-crop) in about a minute on generated ImageNet
-	$(call smoke_imagenet,table2_fig4,$(SMOKE_FIG4_DIR),fig4 table2)
+	$(call smoke_imagenet,table2_fig4,$(SMOKE_FIG4_DIR),fig4 table2,ten_crop)
 
 smoke-table3: export OMP_NUM_THREADS := 1
 smoke-table3: $(INSTALLED)  ## the reproduce-table3 path (7 nets, 10-crop) in a minute or two on generated ImageNet
-	$(call smoke_imagenet,table3,$(SMOKE_TABLE3_DIR),table3)
+	$(call smoke_imagenet,table3,$(SMOKE_TABLE3_DIR),table3,ten_crop)
+
+smoke-table4: export OMP_NUM_THREADS := 1
+smoke-table4: $(INSTALLED)  ## the reproduce-table4 path (5 nets, multi-scale) in a minute or two on generated ImageNet
+	$(call smoke_imagenet,table4,$(SMOKE_TABLE4_DIR),table4,multi_scale)
 
 smoke-fig6: export OMP_NUM_THREADS := 1
 smoke-fig6: $(INSTALLED)  ## the reproduce-fig6 path in about a minute: tiny runs on generated data, CIFAR reports

@@ -1,7 +1,7 @@
 """Write the paper's figures and tables from a sweep directory into it (PNG + PDF, Markdown, CSV):
 
     python src/report.py multirun/cifar10 fig6 table6 [fig1 fig7] [--data-root DIR]
-    python src/report.py multirun/imagenet fig4 table2 table3
+    python src/report.py multirun/imagenet fig4 table2 table3 table4
 """
 import argparse
 import sys

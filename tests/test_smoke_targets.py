@@ -1,5 +1,6 @@
 """The ImageNet reproduce targets end to end through make, on a generated folder: make smoke-fig4 (Table 2, Fig. 4,
-the 10-crop step) and make smoke-table3 (its seven nets), as make smoke-fig6 does for CIFAR (conftest.py)."""
+the 10-crop step), make smoke-table3 (its seven nets) and make smoke-table4 (five nets, multi-scale), as make
+smoke-fig6 does for CIFAR (conftest.py)."""
 import json
 import os
 import subprocess
@@ -40,3 +41,16 @@ def test_smoke_table3_trains_its_seven_nets_and_reports(tmp_path):
     assert len(evaluated(tmp_path)) == 7
     table = (tmp_path / "table3.md").read_text()
     assert all(net in table for net in ("ResNet-50", "ResNet-101", "ResNet-152"))
+
+
+@pytest.mark.slow
+def test_smoke_table4_trains_its_five_nets_evaluates_them_multi_scale_and_reports(tmp_path):
+    make("smoke-table4", SMOKE_TABLE4_DIR=tmp_path)
+    runs = {run.name: json.loads((run / "eval_multi_scale.json").read_text()) for run in tmp_path.iterdir()
+            if (run / "status.json").exists()}
+    assert len(runs) == 5 and all(r["mode"] == "multi_scale" and r["step"] == 4 for r in runs.values())
+    table = (tmp_path / "table4.md").read_text()
+    assert table.startswith("### Table 4") and "Our errors are multi-scale, as the paper's" in table
+    rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ResNet")}
+    assert set(rows) == {"ResNet-34 B", "ResNet-34 C", "ResNet-50 B", "ResNet-101 B", "ResNet-152 B"}
+    assert "| 19.38 |" in rows["ResNet-152 B"] and "| 4.49 |" in rows["ResNet-152 B"]  # the paper's, beside ours

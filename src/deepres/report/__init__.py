@@ -32,7 +32,7 @@ def _fig7(sweep: Sweep, name: str, data_root: str | None) -> list[Path]:
 
 REPORTS = {"fig1": _figure(figures.fig1), "fig4": _figure(figures.fig4), "fig6": _figure(figures.fig6),
            "fig7": _fig7, "table2": _table(tables.table2), "table3": _table(tables.table3),
-           "table6": _table(tables.table6)}
+           "table4": _table(tables.table4), "table6": _table(tables.table6)}
 
 
 def write(sweep_dir: str | Path, names: list[str], data_root: str | None = None) -> list[Path]:

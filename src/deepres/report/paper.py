@@ -43,3 +43,13 @@ TABLE_3 = [
     PaperRow(Net(True, 101, "B"), 21.75, 6.05),
     PaperRow(Net(True, 152, "B"), 21.43, 5.71),
 ]
+
+# Table 4: ImageNet val top-1 / top-5 error of single models, multi-scale (fully convolutional at shorter sides
+# {224, 256, 384, 480, 640}, and mirrored); ResNet-50/101/152 use shortcut B.
+TABLE_4 = [
+    PaperRow(Net(True, 34, "B"), 21.84, 5.71),
+    PaperRow(Net(True, 34, "C"), 21.53, 5.60),
+    PaperRow(Net(True, 50, "B"), 20.74, 5.25),
+    PaperRow(Net(True, 101, "B"), 19.87, 4.60),
+    PaperRow(Net(True, 152, "B"), 19.38, 4.49),
+]
