@@ -7,8 +7,10 @@ import os
 import pytest
 from helpers.slurm_cluster import cluster_answers
 from hydra.core.plugins import Plugins
+from hydra.core.singleton import Singleton
 from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
+from hydra.version import VersionBase
 
 LOCAL = ["hydra.launcher.timeout_min=2"]
 SLURM = ["hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
@@ -18,6 +20,16 @@ LAUNCHERS = [pytest.param("deepres_local", LOCAL, id="local"),
              pytest.param("deepres_packed", LOCAL, id="packed"),
              pytest.param("deepres_slurm", SLURM, id="slurm", marks=needs_cluster),
              pytest.param("deepres_packed_slurm", SLURM, id="packed_slurm", marks=needs_cluster)]
+
+
+@pytest.fixture(autouse=True)
+def no_version_base():
+    """The suites expect a process in which no app has set Hydra's version_base (its job then changes directory);
+    the project's tests compose with version_base 1.3 before them, in the same process."""
+    saved = Singleton._instances.pop(VersionBase, None)
+    yield
+    if saved is not None:
+        Singleton._instances[VersionBase] = saved
 
 
 def test_discovery():
