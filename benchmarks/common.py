@@ -113,7 +113,7 @@ class SyntheticCifar(CifarDataModule):
         train, test = (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen) for n in self.sizes)
         self.train_images, self.train_labels = train, torch.randint(0, 10, (len(train),), generator=gen)
         # the same normalisation, with its statistics from a few images (random pixels: seconds saved per run)
-        self.normalize = Normalize(self.train_images[:1000], self.normalization)
+        self.normalize = Normalize(self.train_images[:1000], self.normalization, self.mean, self.std)
         self.eval_sets = [(test, torch.randint(0, 10, (len(test),), generator=gen))]
         self.make_resident(device())
 

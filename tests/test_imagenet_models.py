@@ -8,7 +8,7 @@ from deepres.errors import UserError
 from deepres.models import ImageNetResNet
 from deepres.models.blocks import Bottleneck, ZeroPadShortcut
 from deepres.models.flops import PAPER_GFLOPS, meta_net, multiply_adds, parameters, table
-from deepres.models.imagenet import from_torchvision
+from deepres.models.public_weights import from_torchvision
 
 DEPTHS = (18, 34, 50, 101, 152)
 TORCHVISION_PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}

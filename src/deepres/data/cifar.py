@@ -9,16 +9,26 @@ from deepres.data.gpu_augment import EvalBatches, MemberBatches, TrainBatches, r
 from deepres.data.streams import VAL_SPLIT, StreamDataModule, generator
 from deepres.errors import UserError
 
-NORMALIZATIONS = ("per_pixel", "per_channel")
+NORMALIZATIONS = ("per_pixel", "per_channel", "fixed")
 
 
 class Normalize:
-    """uint8 images to float in [0, 1], minus the training set's mean image (per_pixel, the paper's) or
-    standardised per channel."""
+    """uint8 images to float in [0, 1], minus the training set's mean image (per_pixel, the paper's), standardised
+    per channel with the training set's statistics (per_channel) or with given ones (fixed: data.mean, data.std, as
+    public CIFAR checkpoints were trained, e.g. ImageNet's [0.485, 0.456, 0.406] and [0.229, 0.224, 0.225])."""
 
-    def __init__(self, train_images: torch.Tensor, kind: str):
+    def __init__(self, train_images: torch.Tensor, kind: str, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None):
         if kind not in NORMALIZATIONS:
             raise UserError(f"data.normalization={kind!r} is unknown; valid: {', '.join(NORMALIZATIONS)}.")
+        if kind == "fixed":
+            if mean is None or std is None or len(mean) != 3 or len(std) != 3:
+                raise UserError(f"data.normalization=fixed needs data.mean and data.std, three values each (got "
+                                f"mean={mean}, std={std}), e.g. data.mean=[0.485,0.456,0.406] "
+                                "data.std=[0.229,0.224,0.225].")
+            self.mean = torch.tensor(list(mean), dtype=torch.float32)[:, None, None]
+            self.std = torch.tensor(list(std), dtype=torch.float32)[:, None, None]
+            return
         x = train_images.double() / 255
         if kind == "per_pixel":
             self.mean, self.std = x.mean(0).float(), None
@@ -41,7 +51,8 @@ class CifarDataModule(StreamDataModule):
     top5 = False  # ten classes: top-1 only
 
     def __init__(self, name: str = "cifar10", root: str = "data", download: bool = False, val_size: int = 0,
-                 normalization: str = "per_pixel", batch_size: int = 128, eval_batch_size: int = 1000,
+                 normalization: str = "per_pixel", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, batch_size: int = 128, eval_batch_size: int = 1000,
                  padding: int = 4, flip: bool = True, seed: int = 0, split_seed: int = 0,
                  channels_last: bool = False, member_seeds: Sequence[int] | None = None):
         super().__init__()
@@ -49,7 +60,7 @@ class CifarDataModule(StreamDataModule):
         self.member_seeds = list(member_seeds) if member_seeds is not None else None
         self.spec = layout(name)
         self.name, self.root, self.download = name, Path(root).expanduser(), download
-        self.val_size, self.normalization = val_size, normalization
+        self.val_size, self.normalization, self.mean, self.std = val_size, normalization, mean, std
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.padding, self.flip, self.seed, self.split_seed = padding, flip, seed, split_seed
         self.eval_names = ["val", "test"] if val_size > 0 else ["test"]
@@ -89,7 +100,7 @@ class CifarDataModule(StreamDataModule):
         order = torch.randperm(len(train_x), generator=generator(torch.device("cpu"), self.split_seed, VAL_SPLIT))
         val_idx, train_idx = order[:self.val_size].sort().values, order[self.val_size:].sort().values
         self.train_images, self.train_labels = train_x[train_idx], train_y[train_idx]
-        self.normalize = Normalize(self.train_images, self.normalization)
+        self.normalize = Normalize(self.train_images, self.normalization, self.mean, self.std)
         self.eval_sets = [(test_x, test_y)]
         if self.val_size:
             self.eval_sets.insert(0, (train_x[val_idx], train_y[val_idx]))

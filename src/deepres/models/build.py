@@ -19,8 +19,8 @@ from deepres.errors import UserError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 STEP_GRAPH = "step_graph"  # not torch.compile: the training step captured as a whole
-# keys of the model config that are switches applied to the built net, not arguments of its constructor
-NET_SWITCHES = ("channels_last", "compile")
+# keys of the model config that are applied to the built net, not arguments of its constructor
+NET_SWITCHES = ("channels_last", "compile", "weights", "weights_format")
 
 
 def compile_mode(value: bool | str | None) -> str | None:
@@ -54,6 +54,17 @@ def apply_switches(net: nn.Module, model_cfg: Mapping) -> nn.Module:
     return net
 
 
+def initialised(net: nn.Module, model_cfg: Mapping) -> nn.Module:
+    """The net with the weights of model.weights (models/public_weights.py), if set: a run starts from them (and
+    resumes from its own checkpoint)."""
+    if model_cfg.get("weights"):
+        from deepres.models.public_weights import load_weights
+
+        load_weights(net, model_cfg["weights"], model_cfg.get("weights_format", "deepres"))
+    return net
+
+
 def build(model_cfg: Mapping, num_classes: int, **args) -> nn.Module:
-    """The net a run trains: constructed, then switched."""
-    return apply_switches(construct(model_cfg, num_classes, **args), model_cfg)
+    """The net a run trains: constructed (a single net: from model.weights, if set), then switched."""
+    net = construct(model_cfg, num_classes, **args)
+    return apply_switches(net if args else initialised(net, model_cfg), model_cfg)

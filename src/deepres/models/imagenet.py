@@ -1,10 +1,8 @@
 """The ImageNet nets of Table 1: a 7x7 stem, stages conv2_x..conv5_x on 56/28/14/7 maps, average pool, FC.
 
 The blocks and shortcuts are the CIFAR nets' (blocks.py); only the stem and the depth table differ."""
-import re
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from deepres.errors import UserError
@@ -54,17 +52,3 @@ class ImageNetResNet(ResNet):
         block_args = {"stride_on": stride_on} if block is Bottleneck else {}
         super().__init__(imagenet_stem(len(members_of(residual))), 64, block, STAGE_WIDTHS, counts, shortcut,
                          residual, num_classes, **block_args)
-
-
-_TORCHVISION_NAMES = ((r"^conv1\.", "stem.0."), (r"^bn1\.", "stem.1."), (r"\.downsample\.", ".shortcut."))
-
-
-def from_torchvision(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A torchvision ResNet state dict, renamed for ImageNetResNet(depth, shortcut="B") of the same depth
-    (stride_on="3x3" for 50+, torchvision's v1.5)."""
-    renamed = {}
-    for key, value in state_dict.items():
-        for pattern, name in _TORCHVISION_NAMES:
-            key = re.sub(pattern, name, key)
-        renamed[re.sub(r"^layer(\d)\.", lambda m: f"stages.{int(m[1]) - 1}.", key)] = value
-    return renamed

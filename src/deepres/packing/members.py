@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 
-from deepres.models import build, construct
+from deepres.models import build, construct, initialised
 from deepres.packing.optimizer import PackedSGD
 from deepres.packing.plan import SGD_SETTINGS
 
@@ -84,7 +84,8 @@ class Pack:
         singles = []
         for cfg in cfgs:
             L.seed_everything(cfg.seed, verbose=False)
-            singles.append(build(cfg.model, num_classes) if self.members == 1 else construct(cfg.model, num_classes))
+            singles.append(build(cfg.model, num_classes) if self.members == 1 else
+                           initialised(construct(cfg.model, num_classes), cfg.model))
         optimizers = [instantiate(cfg.optimizer) for cfg in cfgs]
         self.layouts = [MemberLayout.of(net, make(net.parameters())) for net, make in zip(singles, optimizers)]
         if self.members == 1:
