@@ -14,6 +14,16 @@ def final_weights(run) -> dict:
     return torch.load(run / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
 
 
+def assert_kill_9_and_resume_is_exact(args: list[str], whole, killed) -> None:
+    """The run of `args` killed at its first checkpoint and resumed (in `killed`) ends with the metrics.csv and the
+    weights of the uninterrupted run already in `whole`."""
+    kill_at_first_checkpoint(*args, f"hydra.run.dir={killed}", run=killed)
+    run_train(*args, f"hydra.run.dir={killed}")
+    assert (killed / "metrics.csv").read_text() == (whole / "metrics.csv").read_text()
+    complete, resumed = final_weights(whole), final_weights(killed)
+    assert all(torch.equal(complete[k], resumed[k]) for k in complete)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("every, evaluate", [(10, 10), (4, 10)], ids=["saved-after-evaluation", "saved-after-step"])
 def test_kill_9_and_resume_ends_like_an_uninterrupted_run(cifar10_root, tmp_path, every, evaluate):
@@ -21,12 +31,7 @@ def test_kill_9_and_resume_ends_like_an_uninterrupted_run(cifar10_root, tmp_path
     args = [*FAST, "trainer.max_steps=80", f"checkpoint.every_n_steps={every}",
             f"trainer.val_check_interval={evaluate}", f"data.root={cifar10_root}"]
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
-    killed = tmp_path / "killed"
-    kill_at_first_checkpoint(*args, f"hydra.run.dir={killed}", run=killed)
-    run_train(*args, f"hydra.run.dir={killed}")
-    assert (killed / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
-    whole, resumed = final_weights(tmp_path / "whole"), final_weights(killed)
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert_kill_9_and_resume_is_exact(args, tmp_path / "whole", tmp_path / "killed")
 
 
 @pytest.mark.slow
@@ -42,9 +47,4 @@ def test_resume_through_the_warm_up_is_exact(cifar10_root, tmp_path, warmup, swi
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
     rows = [r for r in read_rows(tmp_path / "whole" / "metrics.csv") if "lr" in r and r["step"] <= 35]
     assert [r["lr"] for r in rows] == [0.01 if r["step"] <= switch else 0.1 for r in rows]  # a row's lr: its last
-    killed = tmp_path / "killed"
-    kill_at_first_checkpoint(*args, f"hydra.run.dir={killed}", run=killed)
-    run_train(*args, f"hydra.run.dir={killed}")
-    assert (killed / "metrics.csv").read_text() == (tmp_path / "whole" / "metrics.csv").read_text()
-    whole, resumed = final_weights(tmp_path / "whole"), final_weights(killed)
-    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+    assert_kill_9_and_resume_is_exact(args, tmp_path / "whole", tmp_path / "killed")
