@@ -38,7 +38,8 @@ FLIPS = {"defaults": {}, f"trainer.precision={OTHER_PRECISION}": {"precision": O
          f"model.channels_last={str(not CUDA).lower()}": {"channels_last": not CUDA},
          "trainer.benchmark=false": {"benchmark": False}, "model.compile=true": {"compile": True},
          "model.compile=reduce-overhead": {"compile": "reduce-overhead"},
-         "model.checkpoint_activations=true": {"checkpoint_activations": True}}
+         "model.checkpoint_activations=true": {"checkpoint_activations": True},
+         "model.bn_batch=64": {"bn_batch": 64}}  # the CIFAR recipe's BN over groups of 64: its cost
 CPU_NETS = ["resnet20", "resnet56", "resnet110"]
 CPU_CONFIGS = [f for f in FLIPS if "benchmark" not in f and "compile" not in f]
 GPU_NETS = [f"{kind}{d}" for d in (20, 56, 110) for kind in ("plain", "resnet")] + ["resnet1202"] + [

@@ -24,6 +24,7 @@ def refused(tmp_path, cifar10_root, *overrides: str) -> str:
     (["trainer.max_steps=0"], ["trainer.max_steps=0", "positive"]),
     (["trainer.max_steps=1000", "schedule.milestones=[500,2000]"], ["[500, 2000]", "[1, 999]"]),
     (["data=cifar11"], ["data/cifar11", "cifar10 cifar100"]),
+    (["model.bn_batch=12"], ["model.bn_batch=12", "a divisor of 32"]),
 ])
 def test_bad_config_is_one_clear_message(tmp_path, cifar10_root, overrides, expected):
     message = refused(tmp_path, cifar10_root, *FAST, *overrides)

@@ -1,6 +1,7 @@
 """Data parallelism (trainer=ddp): data.batch_size is the global batch, each process trains on its slice of it.
 
-Run on CPU with 2 processes (gloo); SyncBatchNorm needs GPUs, so BN statistics are per process here."""
+Run on CPU with 2 processes (gloo); SyncBatchNorm needs GPUs, so BN statistics are per process here (model.bn_batch
+= the per-process batch of 16)."""
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ from helpers.train import FAST, run_train
 from deepres.data.cifar import CifarDataModule
 from deepres.errors import UserError
 
-DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false"]
+DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "model.bn_batch=16"]
 ONE_STEP = [*FAST, "trainer.max_steps=1", "trainer.log_every_n_steps=1"]
 
 

@@ -134,7 +134,7 @@ def test_a_killed_job_is_marked_failed_and_a_relaunch_finishes_the_sweep(cifar10
 
 def test_ddp_job_runs_one_process_per_slurm_task(cifar10_root, tmp_path):
     overrides = [*FAST, "trainer.max_steps=1", "trainer.log_every_n_steps=1", f"data.root={cifar10_root}"]
-    run_train("-m", "trainer=ddp", "trainer.devices=2", "trainer.sync_batchnorm=false", *overrides,
+    run_train("-m", "trainer=ddp", "trainer.devices=2", "model.bn_batch=16", *overrides,
               f"hydra.sweep.dir={tmp_path}", *SLURM)
     (job,) = array_tasks(tmp_path)
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in job_log(tmp_path, job)

@@ -1,6 +1,6 @@
 """What one data-parallel training step must compute, done here in one process: the first global batch of the run,
 split into one slice per process, each slice through the net on its own (BN statistics per slice, as in a run
-without SyncBatchNorm), the gradients averaged, one optimizer step."""
+with model.bn_batch = the slice), the gradients averaged, one optimizer step."""
 from pathlib import Path
 
 import lightning as L

@@ -1,5 +1,7 @@
 """A run's net from its model config: the constructor's arguments, then the net switches applied to the built net.
 
+  model.bn_batch       BN statistics over groups of that many images of a batch in training (ghost_bn.py); null:
+                       over the whole batch
   model.channels_last  NHWC weights, so convolutions run channels-last (tensor cores' layout); on with CUDA
   model.compile        false, true (torch.compile's default mode) or a mode: reduce-overhead = CUDA graphs;
                        step_graph: the net stays eager, and the whole training iteration is one CUDA graph
@@ -16,11 +18,12 @@ from hydra.utils import instantiate
 from torch import nn
 
 from deepres.errors import UserError
+from deepres.models.ghost_bn import ghost_batch_norm
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 STEP_GRAPH = "step_graph"  # not torch.compile: the training step captured as a whole
 # keys of the model config that are applied to the built net, not arguments of its constructor
-NET_SWITCHES = ("channels_last", "compile", "weights", "weights_format")
+NET_SWITCHES = ("bn_batch", "channels_last", "compile", "weights", "weights_format")
 
 
 def compile_mode(value: bool | str | None) -> str | None:
@@ -44,9 +47,11 @@ def construct(model_cfg: Mapping, num_classes: int, **args) -> nn.Module:
 
 
 def apply_switches(net: nn.Module, model_cfg: Mapping) -> nn.Module:
-    """model.channels_last and model.compile, in place. nn.Module.compile keeps the state dict's keys, so
-    checkpoints load into an uncompiled net."""
+    """model.bn_batch, model.channels_last and model.compile, in place. Neither changes the state dict's keys (nor
+    does nn.Module.compile), so checkpoints load into a net without them."""
     mode = compile_mode(model_cfg.get("compile", False))
+    if model_cfg.get("bn_batch"):
+        net = ghost_batch_norm(net, model_cfg["bn_batch"])
     if model_cfg.get("channels_last", False):
         net.to(memory_format=torch.channels_last)
     if mode is not None:

@@ -67,6 +67,8 @@ def make_trainer(cfg: DictConfig, run: RunDir, checkpoint_io: AtomicCheckpointIO
     LightningModule logs to its members' loggers itself: the Trainer has none."""
     checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
     callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
+    # ghost BN (model.bn_batch) takes statistics within each process: SyncBatchNorm would replace its layers
+    ghost = {"sync_batchnorm": False} if cfg.model.get("bn_batch") else {}
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False,
-                          plugins=[checkpoint_io, *cluster_plugins()], default_root_dir=str(run.path))
+                          plugins=[checkpoint_io, *cluster_plugins()], default_root_dir=str(run.path), **ghost)
     return trainer, checkpoints

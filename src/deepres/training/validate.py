@@ -29,15 +29,41 @@ def _positive(cfg: DictConfig, key: str) -> None:
         raise UserError(f"{key}={value!r} must be a positive number.")
 
 
+def processes(cfg: DictConfig) -> int:
+    """How many processes train the run (trainer=ddp: one per device)."""
+    return cfg.trainer.get("devices", 1) * cfg.trainer.get("num_nodes", 1)
+
+
+def _check_bn_batch(cfg: DictConfig) -> None:
+    """model.bn_batch groups images within a process: it divides the process's batch, or covers it (one process)."""
+    group = cfg.model.get("bn_batch")
+    if group is None:
+        return
+    count = processes(cfg)
+    share = cfg.data.batch_size // count
+    where = f"data.batch_size={cfg.data.batch_size}" + (f" over {count} processes" if count > 1 else "")
+    if isinstance(group, bool) or not isinstance(group, int) or group <= 0:
+        raise UserError(f"model.bn_batch={group!r} must be a whole number of images (or null: the whole batch).")
+    if group < share and share % group:
+        raise UserError(f"model.bn_batch={group} does not divide the batch of {share} images ({where}): BN "
+                        f"statistics are taken over groups of bn_batch consecutive images; valid: a divisor of "
+                        f"{share}, or null (the whole batch).")
+    if group > share and count > 1:
+        raise UserError(f"model.bn_batch={group} is more images than each process trains on ({share}: {where}), "
+                        f"and a group of BN statistics never spans processes; valid: a divisor of {share}, or null "
+                        "(statistics over the whole batch, synchronised across processes by "
+                        "trainer.sync_batchnorm).")
+
+
 def _check_step_graph(cfg: DictConfig) -> None:
     """model.compile=step_graph captures one device's iteration and draws its batch from data held there."""
     if cfg.model.get("compile") != STEP_GRAPH:
         return
-    processes = cfg.trainer.get("devices", 1) * cfg.trainer.get("num_nodes", 1)
-    if cfg.data.name not in CifarResNet.data_sets or processes != 1:
+    count = processes(cfg)
+    if cfg.data.name not in CifarResNet.data_sets or count != 1:
         raise UserError(f"model.compile={STEP_GRAPH} captures one device's whole training iteration, drawing its batch "
                         f"from the data set held on the device: CIFAR (data=cifar10 or cifar100) on one device; this "
-                        f"run has data={cfg.data.name} on {processes} processes. Use model.compile=false or "
+                        f"run has data={cfg.data.name} on {count} processes. Use model.compile=false or "
                         "reduce-overhead there.")
 
 
@@ -52,6 +78,7 @@ def validate(cfg: DictConfig) -> None:
         _positive(cfg, key)
     if "milestones" in cfg.schedule:  # the plateau schedule finds its own
         milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
+    _check_bn_batch(cfg)
     _check_monitor(cfg)
 
 
