@@ -3,10 +3,9 @@ and CIFAR runs (their test set, whole), whose evaluation of final.ckpt is the ru
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
-from helpers.train import FAST, ROOT, run_train
+from helpers.train import FAST, run_entry, run_train
 
 from deepres.evaluate import evaluate
 from deepres.runs.metrics_csv import read_rows
@@ -21,8 +20,7 @@ def cifar_run(cifar10_root, tmp_path_factory):
 
 
 def evaluate_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "src" / "evaluate.py"), *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return run_entry("evaluate.py", *args)
 
 
 def test_a_cifar_run_evaluates_to_its_own_last_test_row(cifar_run, cifar10_root):

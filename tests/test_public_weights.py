@@ -1,11 +1,15 @@
 """Public checkpoints in the paper's nets (model.weights, model.weights_format): torchvision's ResNets and the most
 used CIFAR reproduction's (akamaster/pytorch_resnet_cifar10, whose option A pads zeros on both sides of the
 identity), both built here from their authors' layouts (no download), give the same logits in our nets."""
+import csv
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
 from helpers.config import compose_config
+from helpers.train import run_entry
 from torch import nn
 
 from deepres.data.cifar import Normalize
@@ -126,3 +130,76 @@ def test_a_bad_checkpoint_is_one_paragraph(tmp_path, content, fmt, message):
     with pytest.raises(UserError, match=message) as err:
         load_weights(CifarResNet(20), path, fmt)
     assert "\n" not in str(err.value)
+
+
+FIXED = ["data.normalization=fixed", "data.mean=[0.485,0.456,0.406]", "data.std=[0.229,0.224,0.225]"]
+
+
+class GeneratedCIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's reader; the generated files have md5s of their own (None: torchvision checks they exist)."""
+
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
+    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+
+
+def _their_test_set(root) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test batch as the reproduction reads it: torchvision's CIFAR10, ToTensor, Normalize(its mean and std)."""
+    test = GeneratedCIFAR10(str(root), train=False)
+    x = torch.tensor(test.data).permute(0, 3, 1, 2).double() / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    return (x - mean[:, None, None].double()) / std[:, None, None].double(), torch.tensor(test.targets)
+
+
+def _their_response_stds(net: nn.Module, x: torch.Tensor) -> list[float]:
+    """The std of the output of every BN after a 3x3 conv, in network order: the stem's, then each block's two."""
+    layers = [net.bn1] + [bn for layer in (net.layer1, net.layer2, net.layer3) for b in layer for bn in (b.bn1, b.bn2)]
+    outputs = []
+    handles = [bn.register_forward_hook(lambda m, i, o: outputs.append(o.std(unbiased=False).item())) for bn in layers]
+    with torch.no_grad():
+        net(x)
+    for h in handles:
+        h.remove()
+    return outputs
+
+
+@pytest.mark.slow
+def test_public_weights_become_runs_that_evaluate_and_report_fig7_as_their_nets(cifar10_root, tmp_path):
+    """src/evaluate.py makes a run of each checkpoint (the reproduction's layout) and tests it as its authors' net
+    does; Fig. 7 of those runs is their nets' responses (a std over all channels: the channel permutation of option
+    A's two paddings does not change it)."""
+    x, y = _their_test_set(cifar10_root)
+    theirs, report = {}, tmp_path / "public"
+    for depth in (20, 56):
+        theirs[depth] = randomised(TheirResNet((depth - 2) // 6))
+        weights = tmp_path / f"resnet{depth}.th"
+        torch.save({"state_dict": {f"module.{k}": v.float() for k, v in theirs[depth].state_dict().items()}}, weights)
+        proc = run_entry("evaluate.py", str(report / f"resnet-{depth}"), f"model.depth={depth}",
+                              f"model.weights={weights}", "model.weights_format=akamaster", *FIXED,
+                              f"data.root={cifar10_root}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with torch.no_grad():
+            error = 100.0 * (theirs[depth](x).argmax(1) != y).double().mean().item()
+        result = json.loads((report / f"resnet-{depth}" / "eval_center.json").read_text())
+        assert result["step"] == 0 and abs(result["test/error"] - error) < 1e-3, (result, error)
+        assert f"top-1 error {error:.2f}%" in proc.stdout
+    proc = run_entry("report.py", str(report), "fig7", "--data-root", str(cifar10_root))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = list(csv.DictReader(open(report / "fig7.csv")))
+    assert {r["net"] for r in rows} == {"ResNet-20", "ResNet-56"}
+    for depth, net in theirs.items():
+        ours = [float(r["std"]) for r in rows if r["net"] == f"ResNet-{depth}"]
+        expected = _their_response_stds(net, x)
+        assert len(ours) == len(expected) == depth - 1
+        assert all(abs(a - b) <= 1e-4 * b for a, b in zip(ours, expected)), (ours, expected)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["model.weights=/no/such.th", "model.weights_format=akamaster"], "model.weights=/no/such.th: no such file"),
+    (["model.weights=x.th", "model.dept=20"], "Could not override 'model.dept'"),
+], ids=["missing-file", "unknown-key"])
+def test_weights_that_cannot_become_a_run_are_one_paragraph_and_leave_no_directory(tmp_path, args, message):
+    proc = run_entry("evaluate.py", tmp_path / "public", *args)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "public").exists()

@@ -3,7 +3,6 @@ tables and figures on synthetic runs (seeds, unfinished runs, mixed settings, Im
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 from statistics import mean, stdev
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.train import ROOT
+from helpers.train import run_entry
 from matplotlib import colormaps
 from matplotlib.image import imread
 from omegaconf import OmegaConf
@@ -278,8 +277,7 @@ def test_table2_and_fig4_show_plain_and_resnet_18_34_with_shortcut_a(imagenet_sw
 # ---- the command line -------------------------------------------------------------------------------------------
 
 def report(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "src" / "report.py"), *args], capture_output=True, text=True,
-                          timeout=120)
+    return run_entry("report.py", *args, timeout=120)
 
 
 def test_cli_writes_the_named_reports_into_the_sweep_directory(tmp_path):

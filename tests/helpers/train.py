@@ -28,6 +28,12 @@ def run_train(*overrides: str, cwd: Path | None = None, check: bool = True, time
     return proc
 
 
+def run_entry(script: str, *args, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run another entry point of src/ (evaluate.py, report.py) as a user does, from the repository root."""
+    return subprocess.run([sys.executable, str(ROOT / "src" / script), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def kill_at_first_checkpoint(*overrides: str, run: Path, cwd: Path | None = None) -> None:
     """Start src/train.py and kill -9 it as soon as `run` has its first last.ckpt (fails if the run ended first)."""
     proc = subprocess.Popen(train_cmd(*overrides), cwd=cwd or ROOT, stdout=subprocess.DEVNULL,

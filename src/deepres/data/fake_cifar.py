@@ -57,6 +57,9 @@ def _batch(rng: np.random.Generator, n: int, num_classes: int, label_key: str) -
     return {"data": images.reshape(n, 3072), label_key: labels.tolist(), "filenames": [f"{i}.png" for i in range(n)]}
 
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
 def write_cifar10(root: Path, per_batch: int = 256, test: int = 320, seed: int = 0) -> Path:
     out = Path(root) / "cifar-10-batches-py"
     out.mkdir(parents=True, exist_ok=True)
@@ -64,6 +67,8 @@ def write_cifar10(root: Path, per_batch: int = 256, test: int = 320, seed: int =
     for i in range(1, 6):
         py2_dump(_batch(rng, per_batch, 10, "labels"), out / f"data_batch_{i}")
     py2_dump(_batch(rng, test, 10, "labels"), out / "test_batch")
+    py2_dump({"label_names": list(CIFAR10_CLASSES), "num_cases_per_batch": per_batch, "num_vis": 3072},
+             out / "batches.meta")
     return Path(root)
 
 

@@ -22,6 +22,8 @@ from deepres.runs.metrics_csv import FILENAME, read_rows
 from deepres.runs.run_dir import FINAL, STATUS
 
 NET_KEYS = ("model.depth", "model.residual", "model.shortcut", "seed")
+# like the seed, which instance of the net: the public weights a run holds (src/evaluate.py) or starts from
+INSTANCE_KEYS = ("model.weights",)
 
 
 @dataclass(frozen=True, order=True)
@@ -105,11 +107,12 @@ class Run:
 
 
 def _setting(hydra_dir: Path) -> tuple[str, ...]:
-    """The job's overrides minus the net, the seed, and the keys its directory name leaves out (data.root...)."""
+    """The job's overrides minus the net, the seed, its weights, and the keys its directory name leaves out
+    (data.root...)."""
     overrides = OmegaConf.load(hydra_dir / "overrides.yaml")
     excluded = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.job.config.override_dirname.exclude_keys
     parsed = OverridesParser.create().parse_overrides(list(overrides))
-    return tuple(sorted(o.input_line for o in parsed if o.key_or_group not in {*NET_KEYS, *excluded}))
+    return tuple(sorted(o.input_line for o in parsed if o.key_or_group not in {*NET_KEYS, *INSTANCE_KEYS, *excluded}))
 
 
 class Sweep:
