@@ -48,17 +48,19 @@ def sweep(sweep_dir: Path, overrides: list[str], env: dict, seconds: float, grac
             return proc.wait(timeout=max(1.0, seconds)), time.perf_counter() - began
         except subprocess.TimeoutExpired:
             subprocess.run(["pkill", "-TERM", "-s", str(proc.pid)], check=False)
-            if not session_ended(proc.pid, grace):
+            if not session_ended(proc, grace):
                 subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
             proc.wait()
             return None, time.perf_counter() - began
 
 
-def session_ended(session: int, seconds: float) -> bool:
-    """Whether every process of the session has exited within `seconds`."""
+def session_ended(leader: subprocess.Popen, seconds: float) -> bool:
+    """Whether every process of the leader's session has exited within `seconds`. The leader is reaped as soon as
+    it exits: unreaped, it stays in the session as a zombie, which pgrep lists, and the whole grace would pass."""
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        if subprocess.run(["pgrep", "-s", str(session)], capture_output=True).returncode == 1:
+        leader.poll()
+        if subprocess.run(["pgrep", "-s", str(leader.pid)], capture_output=True).returncode == 1:
             return True
         time.sleep(0.2)
     return False
