@@ -23,7 +23,7 @@ from deepres.packing.plan import pack_key
 from deepres.report.runs import Run
 from deepres.runs.metrics_csv import read_rows
 
-SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]
+SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]  # for sweeps over the depth
 # {ResNet-20 seed 1, plain-20 seed 2}: a pack of twins that differ in both seed and shortcut
 TWINS = ["hydra/sweeper=points", "hydra.sweeper._target_=hydra_plugins.deepres_points.PointsSweeper",
          "hydra.sweeper.points=[['model.residual=true','seed=1'],['model.residual=false','seed=2']]"]
@@ -197,7 +197,7 @@ def test_a_pack_of_twins_ends_as_the_twins_trained_apart(cifar10_root, tmp_path,
 
 @pytest.mark.slow
 def test_a_diverging_member_fails_alone(cifar10_root, tmp_path):
-    args = [*SWEEP_FAST, "trainer.max_steps=24", "trainer.val_check_interval=12", "trainer.precision=64-true",
+    args = [*FAST, "trainer.max_steps=24", "trainer.val_check_interval=12", "trainer.precision=64-true",
             f"data.root={cifar10_root}", "seed=1"]
     packed, proc = _sweep(tmp_path, "packed", "packed", *args, "optimizer.lr=0.1,1e6", check=False)
     assert proc.returncode == 1  # a job of the sweep failed
@@ -238,7 +238,7 @@ def test_a_sweep_packs_the_runs_that_may_share_a_network(cifar10_root, tmp_path)
 
 @pytest.mark.slow
 def test_a_killed_pack_resumes_like_an_uninterrupted_one(cifar10_root, tmp_path):
-    args = [*SWEEP_FAST, "trainer.max_steps=60", "checkpoint.every_n_steps=10", f"data.root={cifar10_root}",
+    args = [*FAST, "trainer.max_steps=60", "checkpoint.every_n_steps=10", f"data.root={cifar10_root}",
             "model.residual=true,false", "seed=1"]
     whole, _ = _sweep(tmp_path, "whole", "packed", *args)
     killed = tmp_path / "killed"
