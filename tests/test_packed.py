@@ -24,7 +24,7 @@ from deepres.report.runs import Run
 from deepres.runs.metrics_csv import read_rows
 
 SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]  # for sweeps over the depth
-# {ResNet-20 seed 1, plain-20 seed 2}: a pack of twins that differ in both seed and shortcut
+# {ResNet seed 1, plain net seed 2}: a pack of twins that differ in both seed and shortcut
 TWINS = ["hydra/sweeper=points", "hydra.sweeper._target_=hydra_plugins.deepres_points.PointsSweeper",
          "hydra.sweeper.points=[['model.residual=true','seed=1'],['model.residual=false','seed=2']]"]
 
