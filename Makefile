@@ -63,7 +63,7 @@ GPU_OUT ?= $(or $(OUT),$(if $(DRY),/tmp/deepres-gpu-dry,benchmarks/results/gpu))
 gpu-check:  ## every GPU figure in one command of <= 8 min (GPU_OUT/check); DRY=1: tiny settings on this CPU
 	$(GPU_PY) benchmarks/gpu_check.py --out $(GPU_OUT)/check $(if $(DRY),--dry)
 
-gpu-fidelity:  ## the paper's 64k-iteration CIFAR-10 runs (ResNet/plain-20/56; ResNet-20 in fp32 too) in <= 9 min; DRY=1: 40 its on CPU
+gpu-fidelity:  ## the paper's 64k-iteration CIFAR-10 runs (ResNet/plain-20/56; ResNet-20 in fp32 too) in <= 9 min; DRY=1: 4 its on CPU
 	$(GPU_PY) benchmarks/gpu_fidelity.py --out $(GPU_OUT)/fidelity $(if $(DRY),--dry)
 
 gpu-bundle: $(INSTALLED)  ## .gpu/: the wheels and the CIFAR-10 copy a GPU machine lacks (carry it: under 64 MiB)

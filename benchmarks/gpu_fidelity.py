@@ -7,7 +7,8 @@ the packed launcher trains them (three packs side by side), on the CIFAR-10 copy
 Runs that do not finish in the budget are interrupted (they stop at a checkpoint, resumable) and reported as
 far as they got. DIR gets report.md (each run's steps, final test error, wall time, beside the paper's), results.json
 and each run's metrics.csv. The runs use model.compile=step_graph; if that sweep fails at once, it is run again
-with model.compile=false. --dry: 40 iterations of each on generated data, on the CPU."""
+with model.compile=false. --dry: 4 iterations of each on generated data, on the CPU (every part of the path: training,
+evaluation, checkpoints, report)."""
 import argparse
 import json
 import shlex
@@ -27,8 +28,8 @@ from deepres.runs.metrics_csv import read_rows  # noqa: E402
 PAPER = {"resnet-20": 8.75, "resnet-56": 6.97, "plain-20": None, "plain-56": None}
 FP32 = "trainer.precision=32-true"  # the fifth run of sweeps/fidelity.yaml: ResNet-20 as the paper trained it
 SWEEP = ["+sweep=fidelity", "hydra/launcher=packed", "logger=none", "trainer.enable_progress_bar=false"]
-DRY = ["trainer.max_steps=40", "trainer.val_check_interval=20", "trainer.log_every_n_steps=10",
-       "data.batch_size=16", "data.eval_batch_size=500", "hydra.launcher.gpus_per_node=0"]
+DRY = ["trainer.max_steps=4", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+       "data.batch_size=8", "data.eval_batch_size=500", "hydra.launcher.gpus_per_node=0"]
 BUDGET = 510  # seconds: the command must end within 9 minutes, data building and reporting included
 GRACE = 30  # seconds from the stop to the kill: on a GPU an iteration or an evaluation takes well under one
 
@@ -48,17 +49,19 @@ def sweep(sweep_dir: Path, overrides: list[str], env: dict, seconds: float, grac
             return proc.wait(timeout=max(1.0, seconds)), time.perf_counter() - began
         except subprocess.TimeoutExpired:
             subprocess.run(["pkill", "-TERM", "-s", str(proc.pid)], check=False)
-            if not session_ended(proc.pid, grace):
+            if not session_ended(proc, grace):
                 subprocess.run(["pkill", "-KILL", "-s", str(proc.pid)], check=False)
             proc.wait()
             return None, time.perf_counter() - began
 
 
-def session_ended(session: int, seconds: float) -> bool:
-    """Whether every process of the session has exited within `seconds`."""
+def session_ended(leader: subprocess.Popen, seconds: float) -> bool:
+    """Whether every process of the leader's session has exited within `seconds`. The leader is reaped as soon as
+    it exits: unreaped, it stays in the session as a zombie, which pgrep lists, and the whole grace would pass."""
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        if subprocess.run(["pgrep", "-s", str(session)], capture_output=True).returncode == 1:
+        leader.poll()
+        if subprocess.run(["pgrep", "-s", str(leader.pid)], capture_output=True).returncode == 1:
             return True
         time.sleep(0.2)
     return False
@@ -103,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--budget", type=float, default=BUDGET, help="seconds for the whole command")
-    parser.add_argument("--dry", action="store_true", help="40 iterations on generated data, on the CPU")
+    parser.add_argument("--dry", action="store_true", help="4 iterations on generated data, on the CPU")
     parser.add_argument("--grace", type=float, default=GRACE, help="seconds from the stop to the kill")
     parser.add_argument("overrides", nargs="*", help="more overrides for every run (key=value)")
     args = parser.parse_args()
@@ -113,7 +116,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="deepres-fidelity-"))
     if args.dry:
         from deepres.data.fake_cifar import write_cifar10
-        data = write_cifar10(work / "cifar10")
+        data = write_cifar10(work / "cifar10", test=64)  # as make smoke-fig6: evaluations are a fraction of a run
     else:
         data = cifar_root(BUNDLE)
     overrides = [*SWEEP, f"data.root={data}", *(DRY if args.dry else []), *args.overrides]

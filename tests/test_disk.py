@@ -76,7 +76,7 @@ def fill(disk) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root, as CI has (SLURM's cluster too)")
 def test_a_disk_filling_mid_run_is_one_paragraph_and_the_same_command_resumes_exactly(tmp_path, small_disk,
                                                                                        cifar10_root):
-    args = [*[o for o in FAST if o != "logger=none"], "trainer.max_steps=60", f"data.root={cifar10_root}"]
+    args = [*[o for o in FAST if o != "logger=none"], "trainer.max_steps=30", f"data.root={cifar10_root}"]
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
     run = small_disk / "run"
     proc = subprocess.Popen(train_cmd(*args, f"hydra.run.dir={run}"), cwd=tmp_path, stdout=subprocess.PIPE,

@@ -12,7 +12,16 @@ from helpers.train import FAST, ROOT, run_train, train_cmd
 
 from deepres.runs.metrics_csv import read_rows
 
-ARGS = [*FAST, "trainer.max_steps=100", "checkpoint.every_n_steps=2"]
+# 50 iterations: the kill -9 test's four mid-training kills each let a run go on a few iterations past a checkpoint
+ARGS = [*FAST, "trainer.max_steps=50", "checkpoint.every_n_steps=2"]
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, cifar10_root):
+    """The uninterrupted run of ARGS, which both tests' interrupted runs must end like: trained once for both."""
+    run = tmp_path_factory.mktemp("whole")
+    run_train(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={run}")
+    return run
 
 
 def start(run, cifar10_root) -> subprocess.Popen:
@@ -45,9 +54,7 @@ def same_run(a, b) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_and_sigint_checkpoint_stop_and_resume_exactly(tmp_path, cifar10_root):
-    whole = tmp_path / "whole"
-    run_train(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={whole}")
+def test_sigterm_and_sigint_checkpoint_stop_and_resume_exactly(tmp_path, cifar10_root, whole):
     for sig, code in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
         run = tmp_path / sig.name
         proc = start(run, cifar10_root)
@@ -67,9 +74,7 @@ def test_sigterm_and_sigint_checkpoint_stop_and_resume_exactly(tmp_path, cifar10
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_never_corrupts_and_resumes_exactly(tmp_path, cifar10_root):
-    whole = tmp_path / "whole"
-    run_train(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={whole}")
+def test_kill_9_at_random_moments_never_corrupts_and_resumes_exactly(tmp_path, cifar10_root, whole):
     run, rng = tmp_path / "killed", random.Random(7)
     last = run / "checkpoints" / "last.ckpt"
     for attempt in range(6):

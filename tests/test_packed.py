@@ -23,8 +23,8 @@ from deepres.packing.plan import pack_key
 from deepres.report.runs import Run
 from deepres.runs.metrics_csv import read_rows
 
-SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]
-# {ResNet-20 seed 1, plain-20 seed 2}: a pack of twins that differ in both seed and shortcut
+SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]  # for sweeps over the depth
+# {ResNet seed 1, plain net seed 2}: a pack of twins that differ in both seed and shortcut
 TWINS = ["hydra/sweeper=points", "hydra.sweeper._target_=hydra_plugins.deepres_points.PointsSweeper",
          "hydra.sweeper.points=[['model.residual=true','seed=1'],['model.residual=false','seed=2']]"]
 
@@ -152,21 +152,21 @@ def _assert_same_run(packed: Path, alone: Path, tolerance: float, momentum_toler
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("precision, steps, tolerance, momentum_tolerance",
-                         [("32-true", 4, 1e-4, 0.1), ("64-true", 36, 1e-9, 1e-6)])
-def test_a_pack_of_twins_ends_as_the_twins_trained_apart(cifar10_root, tmp_path, precision, steps, tolerance,
-                                                         momentum_tolerance):
+@pytest.mark.parametrize("precision, depth, batch, steps, tolerance, momentum_tolerance",
+                         [("32-true", 20, 32, 4, 1e-4, 0.1), ("64-true", 8, 16, 36, 1e-9, 1e-6)])
+def test_a_pack_of_twins_ends_as_the_twins_trained_apart(cifar10_root, tmp_path, precision, depth, batch, steps,
+                                                         tolerance, momentum_tolerance):
     """Grouped convolutions round differently from single ones, and early training on the generated data amplifies
     rounding strongly: after 4 fp32 iterations the single ResNet-20's own momentum is 0.93 (relative) from its fp64
     twin's, and as far (0.4) from the same run's with channels-last convolutions, another exact computation. So fp32
     is compared over a few iterations, within 1e-4 (weights) and 0.1 (momentum) or twice the distance of the
     channels-last twins, whichever is larger (the size of fp32 rounding on this CPU), and fp64 (the same
-    computation with 1e-16 rounding) over dozens, within fixed bounds. Both nets warm up (the 110-layer rule,
-    applied from depth 20 here) until their own training error falls below 85%: one leaves the warm-up before the
-    other."""
-    args = ["data.batch_size=32", "trainer.enable_progress_bar=false", "logger=none", "model.depth=20",
+    computation with 1e-16 rounding) over dozens, on ResNet-8 (the same layers, fewer of them), within fixed
+    bounds. Both nets warm up (the 110-layer rule, applied from the net's depth here) until their own training error
+    falls below 85%: one leaves the warm-up before the other."""
+    args = [f"data.batch_size={batch}", "trainer.enable_progress_bar=false", "logger=none", f"model.depth={depth}",
             f"trainer.max_steps={steps}", "trainer.log_every_n_steps=2", f"trainer.precision={precision}",
-            "schedule.warmup_from_depth=20", "schedule.warmup_until_error=85", "schedule.milestones=[0.9,0.95]",
+            f"schedule.warmup_from_depth={depth}", "schedule.warmup_until_error=85", "schedule.milestones=[0.9,0.95]",
             f"data.root={cifar10_root}", *TWINS]
     packed, _ = _sweep(tmp_path, "packed", "packed", *args)
     alone, _ = _sweep(tmp_path, "alone", "basic", *args)
@@ -197,7 +197,7 @@ def test_a_pack_of_twins_ends_as_the_twins_trained_apart(cifar10_root, tmp_path,
 
 @pytest.mark.slow
 def test_a_diverging_member_fails_alone(cifar10_root, tmp_path):
-    args = [*SWEEP_FAST, "trainer.max_steps=24", "trainer.val_check_interval=12", "trainer.precision=64-true",
+    args = [*FAST, "trainer.max_steps=24", "trainer.val_check_interval=12", "trainer.precision=64-true",
             f"data.root={cifar10_root}", "seed=1"]
     packed, proc = _sweep(tmp_path, "packed", "packed", *args, "optimizer.lr=0.1,1e6", check=False)
     assert proc.returncode == 1  # a job of the sweep failed
@@ -238,7 +238,7 @@ def test_a_sweep_packs_the_runs_that_may_share_a_network(cifar10_root, tmp_path)
 
 @pytest.mark.slow
 def test_a_killed_pack_resumes_like_an_uninterrupted_one(cifar10_root, tmp_path):
-    args = [*SWEEP_FAST, "trainer.max_steps=60", "checkpoint.every_n_steps=10", f"data.root={cifar10_root}",
+    args = [*FAST, "trainer.max_steps=60", "checkpoint.every_n_steps=10", f"data.root={cifar10_root}",
             "model.residual=true,false", "seed=1"]
     whole, _ = _sweep(tmp_path, "whole", "packed", *args)
     killed = tmp_path / "killed"

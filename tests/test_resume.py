@@ -28,7 +28,7 @@ def assert_kill_9_and_resume_is_exact(args: list[str], whole, killed) -> None:
 @pytest.mark.parametrize("every, evaluate", [(10, 10), (4, 10)], ids=["saved-after-evaluation", "saved-after-step"])
 def test_kill_9_and_resume_ends_like_an_uninterrupted_run(cifar10_root, tmp_path, every, evaluate):
     """Checkpoints are taken after an evaluation (when one is due) or after the iteration: both resume exactly."""
-    args = [*FAST, "trainer.max_steps=80", f"checkpoint.every_n_steps={every}",
+    args = [*FAST, "trainer.max_steps=40", f"checkpoint.every_n_steps={every}",
             f"trainer.val_check_interval={evaluate}", f"data.root={cifar10_root}"]
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
     assert_kill_9_and_resume_is_exact(args, tmp_path / "whole", tmp_path / "killed")
