@@ -93,10 +93,10 @@ SEEDS ?=
 # $(call sweep,NAME,DIR): the jobs of sweeps/NAME.yaml, in DIR
 sweep = $(PY) src/train.py -m +sweep=$(1) hydra.sweep.dir=$(2) $(if $(SEEDS),seed=$(SEEDS)) $(ARGS)
 # $(call evaluate,DIR,MODE): the paper's MODE error (ten_crop, multi_scale) of each completed ImageNet run in DIR not
-# yet evaluated so
-evaluate = for run in $(1)/*/; do \
-	  if grep -qs '"status": "completed"' $$run/status.json && [ ! -f $$run/eval_$(2).json ]; then \
-	    $(PY) src/evaluate.py $$run eval.mode=$(2) || exit 1; fi; done
+# yet evaluated so, all in one process (one start-up of torch and Lightning)
+evaluate = runs=$$(for run in $(1)/*/; do \
+	  if grep -qs '"status": "completed"' $$run/status.json && [ ! -f $$run/eval_$(2).json ]; then echo $$run; fi; \
+	  done); [ -z "$$runs" ] || $(PY) src/evaluate.py $$runs eval.mode=$(2)
 
 reproduce-fig1: $(INSTALLED)  ## Fig. 1: plain-20 vs plain-56 on CIFAR-10 (ARGS=..., SEEDS=1,2,3)
 	$(call sweep,fig1,$(CIFAR_DIR))

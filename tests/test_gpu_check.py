@@ -77,3 +77,10 @@ def test_fidelity_runs_that_outlast_the_budget_stop_resumable_and_report_how_far
     assert len(runs) == 5 and all(r["status"] == "interrupted" and r["reason"] == "stopped by SIGTERM" for r in runs)
     assert all((Path(r["dir"]) / "checkpoints" / "last.ckpt").exists() for r in runs)
     assert "| resnet-20 | interrupted |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_requires_cuda_tests_are_all_in_the_file_the_gpu_check_runs():
+    marker = "pytest.mark." + "requires_cuda"  # spelled apart: this file does not carry the marker
+    marked = [p.name for p in (ROOT / "tests").glob("test_*.py") if marker in p.read_text()]
+    assert marked == ["test_gpu.py"]
+    assert "tests/test_gpu.py" in next(p for p in gpu_check.PARTS if p.name == "requires-cuda-tests").args
