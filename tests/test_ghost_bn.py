@@ -76,6 +76,20 @@ def test_a_pack_takes_each_members_ghost_statistics():
             torch.testing.assert_close(state[key].double(), value.double(), rtol=1e-12, atol=1e-12, msg=key)
 
 
+def test_activation_checkpointing_recomputes_ghost_bn_exactly():
+    """The recomputation in backward sees the same groups and leaves the running averages as one forward does."""
+    torch.manual_seed(0)
+    plain = ghost_batch_norm(CifarResNet(8).double(), 8)
+    recomputed = copy.deepcopy(plain)
+    recomputed.checkpoint_activations = True
+    x, y = torch.randn(32, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (32,))
+    for net in (plain, recomputed):
+        F.cross_entropy(net(x), y).backward()
+    assert all(torch.equal(p.grad, q.grad) for p, q in zip(plain.parameters(), recomputed.parameters(), strict=True))
+    assert all(torch.equal(s, t) for s, t in zip(plain.state_dict().values(), recomputed.state_dict().values(),
+                                                 strict=True))
+
+
 def test_ghost_bn_compiles_to_one_graph_that_computes_the_eager_layer():
     torch.manual_seed(0)
     eager = GhostBatchNorm2d(16, 8)
