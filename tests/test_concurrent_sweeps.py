@@ -1,14 +1,12 @@
 """Issue 7.7: concurrent sweeps under the same root never share or overwrite a run directory."""
-import subprocess
-
 import pytest
-from helpers.train import FAST, train_cmd
+from helpers.train import FAST, ROOT, train_cmd
+from helpers.zygote import ZYGOTE
 
 
 def test_two_sweeps_started_together_get_their_own_directories(tmp_path, cifar10_root):
     command = train_cmd("-m", "model.residual=true,false", *FAST, "trainer.max_steps=5", f"data.root={cifar10_root}")
-    procs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [ZYGOTE.start(command, cwd=tmp_path, capture=True) for _ in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-2000:]
@@ -23,10 +21,10 @@ def test_a_run_directory_in_use_is_refused_not_shared(tmp_path, cifar10_root):
     """Two sweeps forced into one directory: the second cannot enter a job the first is running."""
     command = train_cmd("-m", "model.residual=true", *FAST, "trainer.max_steps=400", f"data.root={cifar10_root}",
                         f"hydra.sweep.dir={tmp_path}")
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = ZYGOTE.start(command, cwd=ROOT)
     try:
         job = next_job_dir(tmp_path, first)
-        second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        second = ZYGOTE.run(command, cwd=ROOT, timeout=600)
         said = second.stdout + second.stderr
         assert second.returncode == 1 and f"the run directory {job} is in use by pid {first.pid}" in said
     finally:

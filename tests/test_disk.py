@@ -11,6 +11,7 @@ import time
 
 import pytest
 from helpers.train import FAST, run_train, train_cmd
+from helpers.zygote import ZYGOTE
 
 from deepres.errors import UserError
 from deepres.runs.run_dir import RunDir
@@ -79,8 +80,8 @@ def test_a_disk_filling_mid_run_is_one_paragraph_and_the_same_command_resumes_ex
     args = [*[o for o in FAST if o != "logger=none"], "trainer.max_steps=30", f"data.root={cifar10_root}"]
     run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}", cwd=tmp_path)
     run = small_disk / "run"
-    proc = subprocess.Popen(train_cmd(*args, f"hydra.run.dir={run}"), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "WANDB_MODE": "offline"})
+    proc = ZYGOTE.start(train_cmd(*args, f"hydra.run.dir={run}"), cwd=tmp_path, capture=True,
+                        env={**os.environ, "WANDB_MODE": "offline"})
     deadline = time.time() + 300
     while not (run / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)

@@ -3,12 +3,12 @@ resumes from the last good checkpoint and ends like an uninterrupted run."""
 import json
 import random
 import signal
-import subprocess
 import time
 
 import pytest
 import torch
 from helpers.train import FAST, ROOT, run_train, train_cmd
+from helpers.zygote import ZYGOTE, ForkedProcess
 
 from deepres.runs.metrics_csv import read_rows
 
@@ -24,9 +24,8 @@ def whole(tmp_path_factory, cifar10_root):
     return run
 
 
-def start(run, cifar10_root) -> subprocess.Popen:
-    return subprocess.Popen(train_cmd(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={run}"), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start(run, cifar10_root) -> ForkedProcess:
+    return ZYGOTE.start(train_cmd(*ARGS, f"data.root={cifar10_root}", f"hydra.run.dir={run}"), cwd=ROOT, capture=True)
 
 
 def wait_for(path, proc, seconds=120) -> None:

@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import signal
-import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from helpers.config import compose_config as _compose
 from helpers.train import FAST, run_train, train_cmd
 from helpers.wandb_records import summarize
+from helpers.zygote import ZYGOTE
 
 from deepres.models import CifarResNet, ImageNetResNet
 from deepres.packing.members import freeze_member, member_state, packed_state
@@ -242,10 +242,9 @@ def test_a_killed_pack_resumes_like_an_uninterrupted_one(cifar10_root, tmp_path)
             "model.residual=true,false", "seed=1"]
     whole, _ = _sweep(tmp_path, "whole", "packed", *args)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd("-m", *args, f"hydra.sweep.dir={killed}", "hydra/launcher=packed",
-                                      "hydra.launcher.gpus_per_node=0"), cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "WANDB_MODE": "offline"})
+    proc = ZYGOTE.start(train_cmd("-m", *args, f"hydra.sweep.dir={killed}", "hydra/launcher=packed",
+                                  "hydra.launcher.gpus_per_node=0"), cwd=tmp_path, start_new_session=True,
+                        env={**os.environ, "WANDB_MODE": "offline"})
     deadline = time.time() + 300
     while len(list(killed.glob("*/checkpoints/last.ckpt"))) < 2 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)

@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 PRELOAD = ("torch", "torchvision", "lightning", "hydra", "omegaconf", "wandb", "submitit", "matplotlib.pyplot",
@@ -31,6 +30,7 @@ class ForkedProcess:
     def __init__(self, pid: int, status_fd: int, args: list[str]):
         self.pid, self.args, self.returncode = pid, args, None
         self._status = os.fdopen(status_fd, "rb")
+        self.pipes: tuple[int, int] | None = None  # stdout, stderr read ends, when captured
 
     def _read_status(self, timeout: float | None) -> int | None:
         import select
@@ -49,6 +49,27 @@ class ForkedProcess:
         if self._read_status(timeout) is None:
             raise subprocess.TimeoutExpired(self.args, timeout)
         return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Its captured stdout and stderr (text), once it has ended; killed, and TimeoutExpired, after timeout."""
+        streams = ["", ""]
+
+        def drain(index: int, fd: int) -> None:
+            with os.fdopen(fd, "rb") as f:
+                streams[index] = f.read().decode(errors="replace")
+
+        readers = [threading.Thread(target=drain, args=item, daemon=True) for item in enumerate(self.pipes or ())]
+        for reader in readers:
+            reader.start()
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.wait()
+            raise
+        for reader in readers:
+            reader.join(60)  # a grandchild that outlives it may hold the pipes: its output then is cut
+        return streams[0], streams[1]
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
@@ -96,39 +117,32 @@ class Zygote:
             pid = json.loads(self._lines.readline())
         return ForkedProcess(pid, status_r, list(args))
 
+    def start(self, args: list[str], cwd, env: dict | None = None, capture: bool = False,
+              start_new_session: bool = False) -> "ForkedProcess":
+        """Popen(args, cwd=cwd, env=env, start_new_session=...) through the zygote; with capture, its stdout and
+        stderr are pipes that communicate() reads (else /dev/null)."""
+        if not capture:
+            return self.popen(args, cwd, env, start_new_session=start_new_session)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        proc = self.popen(args, cwd, env, stdout=out_w, stderr=err_w, start_new_session=start_new_session)
+        os.close(out_w)
+        os.close(err_w)
+        proc.pipes = (out_r, err_r)
+        return proc
+
     def run(self, args: list[str], cwd, env: dict | None = None, timeout: float | None = None
             ) -> subprocess.CompletedProcess:
         """subprocess.run(args, capture_output=True, text=True, timeout=timeout) through the zygote."""
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        proc = self.popen(args, cwd, env, stdout=out_w, stderr=err_w)
-        os.close(out_w)
-        os.close(err_w)
-        streams = {}
-
-        def drain(name: str, fd: int) -> None:
-            with os.fdopen(fd, "rb") as f:
-                streams[name] = f.read().decode(errors="replace")
-
-        readers = [threading.Thread(target=drain, args=item, daemon=True) for item in (("out", out_r), ("err", err_r))]
-        for reader in readers:
-            reader.start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-        for reader in readers:
-            reader.join(None if deadline is None else max(1.0, deadline - time.monotonic()))
-        return subprocess.CompletedProcess(list(args), proc.returncode, streams.get("out", ""), streams.get("err", ""))
+        proc = self.start(args, cwd, env, capture=True)
+        out, err = proc.communicate(timeout)
+        return subprocess.CompletedProcess(list(args), proc.returncode, out, err)
 
 
 ZYGOTE = Zygote()
 
 
-def _child(request: dict, fds: list[int], server: socket.socket) -> None:
+def _child(request: dict, fds: list[int], server: socket.socket, started: int) -> None:
     """In the forked child: become `python SCRIPT ARGS...` and run it as __main__ (never returns)."""
     import runpy
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -146,6 +160,8 @@ def _child(request: dict, fds: list[int], server: socket.socket) -> None:
     script = request["argv"][0]
     sys.argv = list(request["argv"])
     sys.path[0] = str(Path(script).resolve().parent)
+    os.write(started, b"1")  # as Popen returns after exec: its session, streams and cwd are set
+    os.close(started)
     runpy.run_path(script, run_name="__main__")
     sys.exit(0)
 
@@ -176,12 +192,16 @@ def _serve(fd: int) -> None:
                 request, buffer = json.loads(buffer[:buffer.index(b"\n")]), buffer[buffer.index(b"\n") + 1:]
                 sys.stdout.flush()
                 sys.stderr.flush()
+                started_r, started_w = os.pipe()
                 pid = os.fork()
                 if pid == 0:
                     selector.close()
-                    os.close(wake_r)
-                    os.close(wake_w)
-                    _child(request, fds, server)
+                    for fd in (wake_r, wake_w, started_r):
+                        os.close(fd)
+                    _child(request, fds, server, started_w)
+                os.close(started_w)
+                os.read(started_r, 1)
+                os.close(started_r)
                 for child_fd in fds[:3]:
                     os.close(child_fd)
                 status_fds[pid] = fds[3]
