@@ -66,11 +66,14 @@ gpu-check:  ## every GPU figure in one command of <= 8 min (GPU_OUT/check); DRY=
 gpu-fidelity:  ## the paper's 64k-iteration CIFAR-10 runs (ResNet/plain-20/56; ResNet-20 in fp32 too) in <= 9 min; DRY=1: 4 its on CPU
 	$(GPU_PY) benchmarks/gpu_fidelity.py --out $(GPU_OUT)/fidelity $(if $(DRY),--dry)
 
-gpu-bundle: $(INSTALLED)  ## .gpu/: the wheels and the CIFAR-10 copy a GPU machine lacks (carry it: under 64 MiB)
+gpu-bundle: $(INSTALLED)  ## .gpu/: the wheels a GPU machine lacks, and ../shared/data's CIFAR-10 copy where present (carry it)
 	$(PY) benchmarks/gpu_bundle.py --dest .gpu
 
-contract: $(INSTALLED)  ## the shared cross-issue contract checks (../shared/contract)
-	bash ../shared/contract/check.sh $(ARGS)
+CONTRACT := ../shared/contract/check.sh
+contract:  ## maintainers: the cross-issue contract checks of their shared folder ($(CONTRACT))
+	@test -f $(CONTRACT) || { echo "make contract: no $(CONTRACT) (the maintainers' shared folder beside the clone)"; exit 2; }
+	$(MAKE) --no-print-directory $(INSTALLED)
+	bash $(CONTRACT) $(ARGS)
 
 clean:  ## remove outputs/ and multirun/ (not .venv, not data/)
 	rm -rf outputs multirun

@@ -1,12 +1,13 @@
 """What a lent GPU machine lacks, carried in one git-ignored folder (.gpu/, under the 64 MiB a working tree may
-carry), and the environment the GPU checks run in there (../shared/GPU.md):
+carry), and the environment the GPU checks run in there (torch, torchvision and lightning, no package index):
 
     python benchmarks/gpu_bundle.py [--dest .gpu]     (make gpu-bundle)
 
-writes DEST/wheels (hydra-core, omegaconf, antlr4-python3-runtime, submitit, hydra-submitit-launcher: the machine
-has torch, torchvision and lightning but reaches no package index) and DEST/data (the CIFAR-10 JPEG copy and its
-make_cifar10.py). On the machine, environment() installs the wheels into a site folder of their own (no
-dependencies resolved, torch untouched) and cifar_root() builds the CIFAR-10 folder from the copy."""
+writes DEST/wheels (hydra-core, omegaconf, antlr4-python3-runtime, submitit, hydra-submitit-launcher) and, where the
+maintainers' shared folder sits beside the clone (../shared/data, a convenience, not a requirement), DEST/data: its
+CIFAR-10 JPEG copy and make_cifar10.py, which the real-data runs of gpu_fidelity.py need. On the machine,
+environment() installs the wheels into a site folder of their own (no dependencies resolved, torch untouched) and
+cifar_root() builds the CIFAR-10 folder from the copy."""
 import argparse
 import importlib.util
 import os
@@ -33,11 +34,14 @@ def make_bundle(dest: Path) -> None:
                     "--implementation", "cp", "--platform", "manylinux_2_28_x86_64", "--platform", "any",
                     "-d", str(wheels), *WHEELS], check=True)
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), *SOURCE_ONLY], check=True)
-    (dest / "data").mkdir(exist_ok=True)
-    for name in DATA_FILES:
-        shutil.copy2(SHARED_DATA / name, dest / "data" / name)
+    copy = all((SHARED_DATA / name).is_file() for name in DATA_FILES)
+    if copy:
+        (dest / "data").mkdir(exist_ok=True)
+        for name in DATA_FILES:
+            shutil.copy2(SHARED_DATA / name, dest / "data" / name)
     size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
-    print(f"{dest}: {size / 2**20:.1f} MiB ({len(list(wheels.glob('*.whl')))} wheels, CIFAR-10 copy)")
+    print(f"{dest}: {size / 2**20:.1f} MiB ({len(list(wheels.glob('*.whl')))} wheels, "
+          f"{'CIFAR-10 copy' if copy else f'no CIFAR-10 copy: {SHARED_DATA} is missing'})")
 
 
 def environment(bundle: Path = BUNDLE, site: Path = Path("/tmp/deepres-site")) -> dict:
@@ -58,10 +62,13 @@ def environment(bundle: Path = BUNDLE, site: Path = Path("/tmp/deepres-site")) -
 
 def cifar_root(bundle: Path = BUNDLE, dest: Path = Path("/tmp/deepres-cifar10")) -> Path:
     """A CIFAR-10 folder in the official layout: data.root for the real-data runs (built once from the copy in the
-    bundle, or from ../shared/data where the bundle has none)."""
+    bundle, or from ../shared/data where the bundle has none); exits with one line where neither has it."""
     if not (dest / "cifar-10-batches-py" / "test_batch").exists():
-        source = bundle / "data" if (bundle / "data" / DATA_FILES[1]).exists() else SHARED_DATA
-        subprocess.run([sys.executable, str(source / DATA_FILES[1]), str(dest)], check=True)
+        sources = [s for s in (bundle / "data", SHARED_DATA) if all((s / name).is_file() for name in DATA_FILES)]
+        if not sources:
+            sys.exit(f"no CIFAR-10 copy ({', '.join(DATA_FILES)}) in {bundle / 'data'} or {SHARED_DATA}: the "
+                     "real-data runs need the maintainers' copy (make gpu-bundle beside their shared folder)")
+        subprocess.run([sys.executable, str(sources[0] / DATA_FILES[1]), str(dest)], check=True)
     return dest
 
 

@@ -24,7 +24,7 @@ from gpu_bundle import BUNDLE, ROOT, cifar_root, environment, machine_line
 sys.path.insert(0, str(ROOT / "src"))  # where the project is not installed (a lent GPU machine)
 from deepres.runs.metrics_csv import read_rows  # noqa: E402
 
-# ../shared/PAPER.md, Table 6 / Fig. 6: CIFAR-10 test error (%)
+# He et al. 2016, Table 6: CIFAR-10 test error (%)
 PAPER = {"resnet-20": 8.75, "resnet-56": 6.97, "plain-20": None, "plain-56": None}
 FP32 = "trainer.precision=32-true"  # the fifth run of sweeps/fidelity.yaml: ResNet-20 as the paper trained it
 SWEEP = ["+sweep=fidelity", "hydra/launcher=packed", "logger=none", "trainer.enable_progress_bar=false"]

@@ -13,7 +13,7 @@ host-to-device copy on a GPU; a checkpoint's storages are the device-to-host cop
 host reads are its finite check's and the copies of its tensors to the host (one buffer per dtype).
 
 The project's path is the real one (conf/ composed with the GPU settings, training/build.py, the Trainer of
-train.py, no W&B) on a generated CIFAR-10. The plain loop is the hand-written loop of ../shared/GPU.md's reference:
+train.py, no W&B) on a generated CIFAR-10. The plain loop is the hand-written loop of results/reference_h100.md:
 the data set normalised and padded on the device once, a random crop and flip per batch by gathers, the loss,
 backward, one fused SGD step, and the running sums a loop keeps for its log."""
 import argparse

@@ -10,7 +10,8 @@ the whole step as one CUDA graph, in fp32 and in bf16 + channels_last:
   lightning graph the project's path with model.compile=step_graph
 
 The graphs are captured in the warm-up, so capture time is not in the timed window. The last column sets each
-figure beside ../shared/GPU.md's hand-written loop on an H100 (eager for eager, its CUDA-graph figure for graphs).
+figure beside the hand-written loop on an H100 of results/reference_h100.md (eager for eager, its CUDA-graph figure
+for graphs).
 On CPU the graph variants run their bodies eagerly: a check that the script works, not a measurement."""
 import argparse
 import json
@@ -34,7 +35,7 @@ from deepres.models.build import STEP_GRAPH
 PRECISIONS = {"fp32": {"precision": "32-true", "channels_last": False},
               "bf16 + channels_last": {"precision": "bf16-mixed", "channels_last": True}}
 LOOPS = ("plain eager", "plain graph", "lightning eager", "lightning graph")
-# ../shared/GPU.md, one H100, batch 128: {(depth, precision, eager or graph): ms/step}
+# results/reference_h100.md, one H100, batch 128: {(depth, precision, eager or graph): ms/step}
 REFERENCE = {(20, "fp32", "eager"): 9.3, (20, "bf16 + channels_last", "eager"): 8.9, (20, "fp32", "graph"): 3.3,
              (20, "bf16 + channels_last", "graph"): 3.9, (56, "fp32", "eager"): 21.9,
              (56, "bf16 + channels_last", "eager"): 23.1, (56, "bf16 + channels_last", "graph"): 5.9,

@@ -1,9 +1,10 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from deepres.errors import UserError
 from deepres.models import CifarResNet
-from deepres.models.blocks import ZeroPadShortcut
+from deepres.models.blocks import BasicBlock, ZeroPadShortcut
 
 # PAPER.md: exact parameter counts, option A (plain nets equal) and option B.
 PARAMS_A = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
@@ -38,12 +39,30 @@ def test_forward_shape_and_layer_count(residual):
     assert len(weighted) == 32
 
 
+def block_io(net: torch.nn.Module, x: torch.Tensor) -> list[tuple[BasicBlock, torch.Tensor, torch.Tensor]]:
+    """(block, its input, its output) of every basic block of net in eval mode, in forward order."""
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, args, out: seen.append((m, args[0], out)))
+             for m in net.modules() if isinstance(m, BasicBlock)]
+    with torch.no_grad():
+        net.eval()(x)
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
 def test_plain_net_has_no_shortcut_and_differs_from_resnet():
+    """Each plain block is its residual branch alone, relu(bn2(conv2(relu(bn1(conv1(x)))))) by hand from its own
+    layers; the same weights in the ResNet give other outputs (its blocks add x)."""
     torch.manual_seed(0)
     resnet = CifarResNet(20, residual=True)
     plain = CifarResNet(20, residual=False)
     plain.load_state_dict(resnet.state_dict())  # identical layers: the same weights load into both
     x = torch.randn(4, 3, 32, 32)
+    blocks = block_io(plain, x)
+    assert len(blocks) == 9 and all(b.shortcut is None for b, _, _ in blocks)
+    for b, inp, out in blocks:
+        assert torch.equal(out, F.relu(b.bn2(b.conv2(F.relu(b.bn1(b.conv1(inp)))))))
     assert not torch.allclose(resnet.eval()(x), plain.eval()(x))
 
 

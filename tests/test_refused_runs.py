@@ -1,5 +1,6 @@
 """A run that cannot start leaves nothing behind: every check that needs no training (the config, the data set's
-files) runs before its directory, logs or W&B run are made, and before the config is printed."""
+files) runs before its directory, logs or W&B run are made, and before anything of the run is printed: the refusal
+is the run's only output."""
 from helpers.train import FAST, run_train
 
 NO_LOGGER = [o for o in FAST if o != "logger=none"]  # W&B on, as by default: it must not start either
@@ -14,7 +15,8 @@ def test_a_bad_depth_or_missing_data_creates_nothing(tmp_path, cifar10_root):
                       ([f"data.root={tmp_path / 'nowhere'}", "data.download=false"], "cifar10 not found")):
         proc = run_train(*NO_LOGGER, *bad, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
         assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
-        assert "_target_" not in proc.stdout + proc.stderr  # refused before the config is printed
+        assert proc.stdout == "" and proc.stderr.splitlines() == [proc.stderr.strip()], proc.stdout + proc.stderr
+        assert proc.stderr.startswith("error: ")
         assert made(tmp_path) == [], made(tmp_path)
 
 

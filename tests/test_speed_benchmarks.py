@@ -3,6 +3,7 @@ to print, not for tests to judge), and a compiled run trains through train.py in
 import json
 import math
 import sys
+import types
 
 import pytest
 import torch
@@ -41,17 +42,39 @@ def test_packed_benchmark_times_one_run_and_each_pack():
     rows = packed.measure("resnet20", [1, 2], steps=2, batch=16, images=(256, 32))
     assert [(what, runs) for what, runs, _ in rows] == [("one run (Classifier)", 1), ("pack of 1", 1), ("pack of 2", 2)]
     assert all(0 < seconds < 10 for _, _, seconds in rows)
-    assert "| resnet20 | pack of 2 | 2 |" in packed.table({"resnet20": rows}, 16)
+    lines = packed.table({"resnet20": rows}, 16).splitlines()[2:]
+    assert len(lines) == len(rows)  # one row per configuration measured
+    for line, (what, runs, seconds) in zip(lines, rows, strict=True):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[:3] == ["resnet20", what, str(runs)]
+        # ms/iteration, run-steps/s, and the run-steps/s as a multiple of one run's (1 step per rows[0]'s seconds)
+        assert cells[3:] == [f"{seconds * 1000:.1f}", f"{runs / seconds:.1f}", f"{runs / seconds * rows[0][2]:.2f}"]
+    assert lines[0].endswith("| 1.00 |")
 
 
-def test_loader_benchmark_measures_both_pipelines():
+def clock(*readings: float) -> types.SimpleNamespace:
+    """A stand-in for the time module whose perf_counter returns the given readings in turn."""
+    values = iter(readings)
+    return types.SimpleNamespace(perf_counter=lambda: next(values))
+
+
+def test_loader_benchmark_measures_both_pipelines(monkeypatch):
+    """Each pipeline runs; images/s and cores busy are the medians of the timed passes, the warm-up left out, on
+    clocks whose readings are set here: passes of 0.5, 0.25 and 1 s wall, 0.25, 0.25 and 0.5 s CPU."""
     data = small_data()
-    rate, cores = loader.measure(iter(data.stream()), 3, passes=1)
-    assert rate > 0 and cores >= 0  # CPU time is counted in ticks of 10 ms: a few tiny batches may take none
+    taken = []
+    batches = (taken.append(batch) or batch for batch in data.stream())
+    monkeypatch.setattr(loader, "time", clock(0, 9, 10, 10.5, 20, 20.25, 30, 31))  # warm-up: 9 s
+    monkeypatch.setattr(loader, "cpu_seconds", lambda pids: next(cpu))
+    cpu = iter([0, 5, 10, 10.25, 20, 20.25, 30, 30.5])
+    rate, cores = loader.measure(batches, 3, passes=3)
+    assert len(taken) == 2 + 3 * 3  # a warm-up pass of max(3 // 4, 2) batches, then three of 3
+    assert (rate, cores) == (3 * loader.BATCH / 0.5, 0.5)
+    monkeypatch.undo()
     dataset = loader.PILCifar(data.train_images, data.train_labels, [0.5] * 3, [0.25] * 3)
     batches = iter(torch.utils.data.DataLoader(dataset, 32, num_workers=1))
-    rate, cores = loader.measure(batches, 1, passes=1)
-    assert rate > 0 and cores >= 0
+    monkeypatch.setattr(loader, "time", clock(0, 1, 2, 2.5))
+    assert loader.measure(batches, 1, passes=1)[0] == loader.BATCH / 0.5
 
 
 def test_imagenet_decode_benchmark_times_every_path(tmp_path):

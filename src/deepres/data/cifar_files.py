@@ -1,7 +1,7 @@
 """Reading CIFAR-10/100 in the official python layout, and fetching the official archive.
 
-The readers check shapes and labels instead of file checksums: the batches may be re-encoded copies (see
-../shared/data), so only the downloaded archive's published md5 is verified."""
+The readers check shapes and labels instead of file checksums: the batches may be re-encoded copies of the official
+ones, so only the downloaded archive's published md5 is verified."""
 import pickle
 import socket
 from dataclasses import dataclass
@@ -44,13 +44,11 @@ def layout(name: str) -> CifarLayout:
 def how_to_get(name: str, root: Path, downloaded: bool = False) -> str:
     """How to get the data set into root; `downloaded`: data.download=true already tried (offline, most likely)."""
     spec = layout(name)
-    unpack = (f"unpack {spec.url.rsplit('/', 1)[1]} so that {root / spec.folder} holds "
-              f"{', '.join(spec.train_files + (spec.test_file,))}")
-    shipped = f"without network, for the CIFAR-10 copy shipped with the project run: " \
-              f"python ../shared/data/make_cifar10.py {root}."
+    unpack = (f"on a machine with internet and unpack it into data.root={root}, so that {root / spec.folder} holds "
+              f"{', '.join(spec.train_files + (spec.test_file,))}.")
     if downloaded:
-        return f"Download it elsewhere and {unpack}; {shipped}"
-    return f"Get it with data.download=true (fetches {spec.url}), or {unpack}; {shipped}"
+        return f"Without network here, download {spec.url} {unpack}"
+    return f"Get it with data.download=true (fetches {spec.url}), or download that archive {unpack}"
 
 
 def download(name: str, root: Path) -> None:

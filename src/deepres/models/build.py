@@ -8,9 +8,9 @@
                        (training/step_graph.py)
 
 The other speed switches are the Trainer's (trainer.precision, trainer.benchmark: conf/trainer/default.yaml) or the
-net's own argument (model.checkpoint_activations: blocks.py). model.compile stays off by default: on the H100 of
-../shared/GPU.md the default mode is slower than eager for the CIFAR nets, and CUDA graphs, the mode that wins
-there, take over a minute to compile ResNet-110."""
+net's own argument (model.checkpoint_activations: blocks.py). model.compile stays off by default: on an H100
+(benchmarks/results/reference_h100.md) the default mode is slower than eager for the CIFAR nets, and CUDA graphs,
+the mode that wins there, take over a minute to compile ResNet-110."""
 from collections.abc import Mapping
 
 import torch
