@@ -90,8 +90,9 @@ class Zygote:
 
     def _start(self) -> None:
         parent, child = socket.socketpair()
+        env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # each child sets its own
         self._proc = subprocess.Popen([sys.executable, __file__, str(child.fileno())], pass_fds=[child.fileno()],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
         child.close()
         self._sock = parent
         self._lines = parent.makefile("r")
@@ -157,6 +158,11 @@ def _child(request: dict, fds: list[int], server: socket.socket, started: int) -
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    if "OMP_NUM_THREADS" in os.environ:
+        # OpenMP read its environment when the zygote loaded torch, a fresh process reads the child's: the thread
+        # count decides how sums are split, so a run must get the one it asked for
+        import torch
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     script = request["argv"][0]
     sys.argv = list(request["argv"])
     sys.path[0] = str(Path(script).resolve().parent)
