@@ -4,6 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
+# pytest-xdist workers for make test / test-quick (1: one process, no xdist)
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 .DEFAULT_GOAL := help
 .PHONY: help install train test test-quick lint contract clean model-table
@@ -23,10 +26,10 @@ train: $(INSTALLED)  ## train one net: make train ARGS="model.depth=56 model.res
 	$(PY) src/train.py $(ARGS)
 
 test: $(INSTALLED)  ## run the test suite (what CI runs)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-quick: $(INSTALLED)  ## the suite without the slow and SLURM tests (a few minutes): for the edit-test loop
-	$(PY) -m pytest -q -m "not slow and not slurm" $(ARGS)
+	$(PY) -m pytest -q $(XDIST) -m "not slow and not slurm" $(ARGS)
 
 lint: $(INSTALLED)  ## ruff
 	$(VENV)/bin/ruff check .

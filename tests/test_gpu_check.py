@@ -62,7 +62,10 @@ def test_the_fidelity_run_trains_the_five_runs_and_reports_them(tmp_path):
         ["report.md", "results.json", "sweep.log", *(f"{n}.metrics.csv" for n in names)])
     runs = json.loads((folder / "results.json").read_text())["runs"]
     assert sorted(r["label"] for r in runs) == names
-    assert all(r["status"] == "completed" and r["steps"] == 4 and 0 <= r["test/error"] <= 100 for r in runs)
+    assert all(r["status"] == "completed" and r["steps"] == 4 for r in runs)
+    for r in runs:  # each figure is its run's last test row, and that row is in the copied metrics.csv
+        last = [row for row in csv.DictReader(open(folder / f"{r['label']}.metrics.csv")) if row["test/error"]][-1]
+        assert float(last["test/error"]) == r["test/error"] and int(last["step"]) == 4
     assert "| resnet-20 | completed | 4 |" in (folder / "report.md").read_text()
 
 
@@ -70,7 +73,7 @@ def test_the_fidelity_run_trains_the_five_runs_and_reports_them(tmp_path):
 def test_fidelity_runs_that_outlast_the_budget_stop_resumable_and_report_how_far_they_got(tmp_path):
     # runs far too long for the budget, and a budget far longer than their start: each is mid-training at the stop
     command = [sys.executable, str(ROOT / "benchmarks" / "gpu_fidelity.py"), "--out", str(tmp_path), "--dry",
-               "--budget", "150", "--grace", "300", "trainer.max_steps=100000"]
+               "--budget", "90", "--grace", "300", "trainer.max_steps=100000"]
     proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = json.loads((tmp_path / "results.json").read_text())["runs"]

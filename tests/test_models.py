@@ -6,7 +6,7 @@ from deepres.errors import UserError
 from deepres.models import CifarResNet
 from deepres.models.blocks import BasicBlock, ZeroPadShortcut
 
-# PAPER.md: exact parameter counts, option A (plain nets equal) and option B.
+# the nets' exact parameter counts (Table 6's nets),, option A (plain nets equal) and option B.
 PARAMS_A = {20: 269_722, 32: 464_154, 44: 658_586, 56: 853_018, 110: 1_727_962, 1202: 19_421_274}
 PARAMS_B = {20: 272_474, 32: 466_906, 44: 661_338, 56: 855_770, 110: 1_730_714, 1202: 19_424_026}
 

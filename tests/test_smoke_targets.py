@@ -1,6 +1,6 @@
-"""The ImageNet reproduce targets end to end through make, on a generated folder: make smoke-fig4 (Table 2, Fig. 4,
-the 10-crop step), make smoke-table3 (its seven nets) and make smoke-table4 (five nets, multi-scale), as make
-smoke-fig6 does for CIFAR (conftest.py)."""
+"""The ImageNet reproduce targets end to end through make, on one generated folder: make smoke-table3 (its seven nets,
+10-crop), make smoke-table4 (five of them, multi-scale) and make smoke-fig4 (Table 2, Fig. 4), as make smoke-fig6
+does for CIFAR (conftest.py)."""
 import json
 import os
 import subprocess
@@ -26,31 +26,29 @@ def evaluated(sweep) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_smoke_fig4_trains_evaluates_ten_crops_and_reports(tmp_path):
-    make("smoke-fig4", SMOKE_FIG4_DIR=tmp_path)
-    runs = evaluated(tmp_path)
-    assert len(runs) == 4 and sum("residual=false" in name for name in runs) == 2
-    assert all(r["mode"] == "ten_crop" and r["step"] == 4 for r in runs.values())
-    assert {"fig4.png", "fig4.pdf", "table2.md"} <= {p.name for p in tmp_path.iterdir()}
-    assert "ResNet-34" in (tmp_path / "table2.md").read_text()
-
-
-@pytest.mark.slow
-def test_smoke_table3_trains_its_seven_nets_and_reports(tmp_path):
+def test_the_imagenet_smoke_targets_share_one_folder_as_the_reproduce_targets_do(tmp_path):
+    """Table 3's seven nets, then Table 4 (five of them: evaluated multi-scale, not trained again), then Fig. 4 and
+    Table 2 (two more nets): the reproduce targets share multirun/imagenet the same way."""
     make("smoke-table3", SMOKE_TABLE3_DIR=tmp_path)
     assert len(evaluated(tmp_path)) == 7
     table = (tmp_path / "table3.md").read_text()
     assert all(net in table for net in ("ResNet-50", "ResNet-101", "ResNet-152"))
 
-
-@pytest.mark.slow
-def test_smoke_table4_trains_its_five_nets_evaluates_them_multi_scale_and_reports(tmp_path):
-    make("smoke-table4", SMOKE_TABLE4_DIR=tmp_path)
+    table4 = make("smoke-table4", SMOKE_TABLE4_DIR=tmp_path)
+    assert (table4.stdout + table4.stderr).count("already finished") == 5
     runs = {run.name: json.loads((run / "eval_multi_scale.json").read_text()) for run in tmp_path.iterdir()
-            if (run / "status.json").exists()}
+            if (run / "eval_multi_scale.json").exists()}
     assert len(runs) == 5 and all(r["mode"] == "multi_scale" and r["step"] == 4 for r in runs.values())
     table = (tmp_path / "table4.md").read_text()
     assert table.startswith("### Table 4") and "Our errors are multi-scale, as the paper's" in table
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ResNet")}
     assert set(rows) == {"ResNet-34 B", "ResNet-34 C", "ResNet-50 B", "ResNet-101 B", "ResNet-152 B"}
     assert "| 19.38 |" in rows["ResNet-152 B"] and "| 4.49 |" in rows["ResNet-152 B"]  # the paper's, beside ours
+
+    fig4 = make("smoke-fig4", SMOKE_FIG4_DIR=tmp_path)
+    assert (fig4.stdout + fig4.stderr).count("already finished") == 2  # plain-34 and ResNet-34 A: Table 3's
+    runs = evaluated(tmp_path)
+    assert len(runs) == 9 and all(r["mode"] == "ten_crop" and r["step"] == 4 for r in runs.values())
+    assert sum("depth=18" in name for name in runs) == 2
+    assert {"fig4.png", "fig4.pdf", "table2.md"} <= {p.name for p in tmp_path.iterdir()}
+    assert "ResNet-34" in (tmp_path / "table2.md").read_text()

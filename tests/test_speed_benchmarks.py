@@ -17,6 +17,7 @@ import imagenet_input  # noqa: E402
 import loader  # noqa: E402
 import packed  # noqa: E402
 import step_ops  # noqa: E402
+import test_times  # noqa: E402
 import throughput  # noqa: E402
 
 from deepres.models import CifarResNet  # noqa: E402
@@ -131,3 +132,18 @@ def test_the_step_launches_what_a_hand_written_loop_launches_and_waits_for_nothi
     assert ordinary[1:3] == (0, 0) and evaluation[1:3] == (0, 0)
     assert check[1] == 1 and check[0] <= 8, check
     assert save[2] <= 3, save  # storages torch.save copies: float, int64 (and bool)
+
+
+def test_test_times_sums_each_files_cases_and_compares_with_an_earlier_run(tmp_path):
+    def junit(name, cases):
+        body = "".join(f'<testcase classname="{c}" name="t{i}" time="{t}">{extra}</testcase>'
+                       for i, (c, t, extra) in enumerate(cases))
+        (tmp_path / name).write_text(f'<testsuites><testsuite name="pytest" time="9.5">{body}</testsuite></testsuites>')
+        return tmp_path / name
+    after = junit("after.xml", [("test_a", 1.5, ""), ("test_a", 2.0, '<skipped message="x"/>'), ("test_b", 4.0, "")])
+    before = junit("before.xml", [("test_a", 7.0, ""), ("test_c", 3.0, "")])
+    files, wall = test_times.per_file(after)
+    assert wall == 9.5 and files["test_a.py"]["seconds"] == 3.5 and files["test_a.py"]["skipped"] == 1
+    rows = test_times.table(files, test_times.per_file(before)[0]).splitlines()
+    assert rows[2:] == ["| test_b.py | 1 | - | 4 |  |", "| test_a.py | 2 | 7 | 4 | 1 skipped |",
+                        "| test_c.py | 0 | 3 | 0 |  |", "| all | 3 | 10 | 8 |  |"]

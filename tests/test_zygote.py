@@ -11,10 +11,12 @@ SCRIPT = str(ROOT / "tests" / "apps" / "introspect.py")
 
 
 def test_a_child_has_its_argv_cwd_environment_output_and_exit_status(tmp_path):
-    proc = ZYGOTE.run([sys.executable, SCRIPT, "3", "--flag"], cwd=tmp_path, env={**os.environ, "ZYGOTE_TEST": "x"})
+    env = {**os.environ, "ZYGOTE_TEST": "x", "PYTHONPATH": f"{tmp_path}{os.pathsep}/elsewhere"}
+    proc = ZYGOTE.run([sys.executable, SCRIPT, "3", "--flag"], cwd=tmp_path, env=env)
     seen = json.loads(proc.stdout)
     assert proc.returncode == 3 and proc.stderr == "to stderr\n"
     assert seen["argv"] == [SCRIPT, "3", "--flag"] and seen["cwd"] == str(tmp_path) and seen["env"] == "x"
+    assert seen["path"] == [str(ROOT / "tests" / "apps"), str(tmp_path), "/elsewhere"]  # as python builds sys.path
     assert seen["main"] == "__main__" and seen["pid"] not in (os.getpid(), ZYGOTE._proc.pid)
 
 

@@ -165,7 +165,9 @@ def _child(request: dict, fds: list[int], server: socket.socket, started: int) -
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     script = request["argv"][0]
     sys.argv = list(request["argv"])
-    sys.path[0] = str(Path(script).resolve().parent)
+    # as a fresh interpreter builds it: the script's folder, then the child's PYTHONPATH, then the rest
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    sys.path[:1] = [str(Path(script).resolve().parent), *inherited]
     os.write(started, b"1")  # as Popen returns after exec: its session, streams and cwd are set
     os.close(started)
     runpy.run_path(script, run_name="__main__")

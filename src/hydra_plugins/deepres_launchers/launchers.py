@@ -197,5 +197,9 @@ class LocalLauncher(SweepLauncher):
         for fn, args in calls:
             while sum(not job.done() for job in jobs) >= self.parallelism:
                 time.sleep(0.5)
-            jobs.append(executor.submit(fn, *args))
+            job = executor.submit(fn, *args)
+            # submitit waits up to 15 s for a result file that a slow network filesystem may not show yet; a local
+            # job writes it on this machine before it exits, so a job without one has died: say so at once
+            job._results_timeout_s = 1
+            jobs.append(job)
         return jobs
