@@ -78,19 +78,22 @@ def test_loader_benchmark_measures_both_pipelines(monkeypatch):
     assert loader.measure(batches, 1, passes=1)[0] == loader.BATCH / 0.5
 
 
-def test_imagenet_decode_benchmark_times_every_path(tmp_path):
+def test_imagenet_decode_benchmark_times_every_path(tmp_path, monkeypatch):
     root = imagenet_decode.write_photo_folder(tmp_path, images=8)
     paths = [str(p) for p in sorted((root / "train").rglob("*.JPEG"))]
     rates = imagenet_decode.per_core(paths, chunk=4, passes=1)
     assert list(rates) == ["decode", "train sample", "gpu-path worker", "eval sample", "PIL train"]
     assert all(best >= median > 0 for best, median in rates.values())
-    assert imagenet_decode.with_workers(root, workers=1, batches=1, batch=4) > 0
+    monkeypatch.setattr(imagenet_decode, "time", clock(0, 2))  # one batch of 4 in 2 s
+    assert imagenet_decode.with_workers(root, workers=1, batches=1, batch=4) == 2
 
 
-def test_imagenet_input_benchmark_trains_from_each_cpu_input(tmp_path):
+def test_imagenet_input_benchmark_trains_from_each_cpu_input(tmp_path, monkeypatch):
+    """Each input trains ResNet-18; images/s are the timed iterations' images over their seconds (set here: 0.5 s)."""
     root = str(imagenet_decode.write_photo_folder(tmp_path, images=8))
     for inputs in ("synthetic", "cpu"):
-        assert imagenet_input.images_per_second(18, inputs, root, steps=1, warmup=1, workers=0, batch=4) > 0
+        monkeypatch.setattr(imagenet_input, "time", clock(0, 0.5))
+        assert imagenet_input.images_per_second(18, inputs, root, steps=1, warmup=1, workers=0, batch=4) == 8
 
 
 @pytest.mark.slow
@@ -111,12 +114,13 @@ def test_concurrent_runs_train_together():
 def test_a_compiled_run_trains_and_its_checkpoint_loads_into_a_plain_net(cifar10_root, tmp_path):
     """...with one training and one evaluation graph, though it evaluates inside fit (at 2) and after it (at 3),
     and says how long compiling took."""
-    run_train(*FAST, "trainer.max_steps=3", "trainer.log_every_n_steps=1", "trainer.val_check_interval=2",
-              "model.compile=true", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
+    proc = run_train(*FAST, "trainer.max_steps=3", "trainer.log_every_n_steps=1", "trainer.val_check_interval=2",
+                     "model.compile=true", f"data.root={cifar10_root}", f"hydra.run.dir={tmp_path}")
     rows = read_rows(tmp_path / "metrics.csv")
     assert [r["step"] for r in rows] == [1, 2, 3] and math.isfinite(rows[-1]["test/error"])
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status["compile_graphs"] == 2 and status["compile_time_s"] > 0
+    assert status["compile_graphs"] == 2 and status["compile_time_s"] > 0  # and the run said so:
+    assert f"torch.compile: 2 graph(s) in {status['compile_time_s']} s" in proc.stdout + proc.stderr
     state = torch.load(tmp_path / "checkpoints" / "final.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     CifarResNet(8).load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
 
