@@ -11,7 +11,6 @@ from helpers.train import ROOT
 
 from deepres.data.fake_cifar import write_cifar10
 
-
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
     # each worker, and each run it starts, gets its share of the cores (a run that asks for its own keeps it):
     # two workers of two threads each on two cores spend their time waiting for each other
