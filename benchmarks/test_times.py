@@ -1,7 +1,8 @@
 """Wall time of each test file, from pytest JUnit XML reports: where the suite's time goes, and what a change saved.
 
     .venv/bin/python -m pytest -q --junitxml=/tmp/suite.xml          (make test ARGS=--junitxml=/tmp/suite.xml)
-    .venv/bin/python benchmarks/test_times.py /tmp/suite.xml [--before /tmp/old.xml] --out results/test_times.md
+    .venv/bin/python benchmarks/test_times.py /tmp/suite.xml [--before /tmp/old.xml] \
+        --out benchmarks/results/test_times.md
 
 A test's time is its setup, call and teardown (pytest's JUnit default), so a session fixture counts in the first
 test that needs it; the files are listed slowest first, with their test count and outcome counts. Under xdist the
