@@ -23,7 +23,8 @@ def per_file(report: Path) -> tuple[dict[str, dict[str, float]], float]:
     files: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     root = ET.parse(report).getroot()
     for case in root.iter("testcase"):
-        name = case.get("classname", "").split(".")[0] + ".py"
+        parts = case.get("classname", "").split(".")  # tests.test_x[.TestClass]
+        name = next((p for p in parts if p.startswith("test_")), parts[0]) + ".py"
         outcome = next((child.tag for child in case if child.tag in OUTCOMES), "passed")
         files[name]["seconds"] += float(case.get("time", 0))
         files[name]["tests"] += 1

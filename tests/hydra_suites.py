@@ -13,7 +13,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
 
 LOCAL = ["hydra.launcher.timeout_min=2"]
-SLURM = ["hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+SLURM = ["hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+         "hydra.launcher.status_poll_s=2"]
 OVERRIDES = {"deepres_local": LOCAL, "deepres_packed": LOCAL, "deepres_slurm": SLURM, "deepres_packed_slurm": SLURM}
 NAME = os.environ.get("SUITE_LAUNCHER", "deepres_local")
 LAUNCHERS = [pytest.param(NAME, OVERRIDES[NAME], id=NAME.removeprefix("deepres_"))]

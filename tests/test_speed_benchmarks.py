@@ -144,8 +144,9 @@ def test_test_times_sums_each_files_cases_and_compares_with_an_earlier_run(tmp_p
                        for i, (c, t, extra) in enumerate(cases))
         (tmp_path / name).write_text(f'<testsuites><testsuite name="pytest" time="9.5">{body}</testsuite></testsuites>')
         return tmp_path / name
-    after = junit("after.xml", [("test_a", 1.5, ""), ("test_a", 2.0, '<skipped message="x"/>'), ("test_b", 4.0, "")])
-    before = junit("before.xml", [("test_a", 7.0, ""), ("test_c", 3.0, "")])
+    after = junit("after.xml", [("tests.test_a", 1.5, ""), ("tests.test_a.TestIt", 2.0, '<skipped message="x"/>'),
+                                 ("tests.test_b", 4.0, "")])
+    before = junit("before.xml", [("tests.test_a", 7.0, ""), ("tests.test_c", 3.0, "")])
     files, wall = test_times.per_file(after)
     assert wall == 9.5 and files["test_a.py"]["seconds"] == 3.5 and files["test_a.py"]["skipped"] == 1
     rows = test_times.table(files, test_times.per_file(before)[0]).splitlines()

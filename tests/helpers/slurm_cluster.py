@@ -5,9 +5,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-# The small single-node CI cluster: one CPU and 1 GB per task, no GPUs.
+# The small single-node CI cluster: one CPU and 1 GB per task, no GPUs; its sacct answers at once, so the sweeps
+# check their jobs every 2 s (a requeue or a kill is seen then, not up to half the sweep's age later)
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-         "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu"]
+         "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu", "hydra.launcher.status_poll_s=2"]
 
 
 UNFINISHED = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "RESIZING", "SUSPENDED"}

@@ -7,6 +7,8 @@ extends them as local, slurm, packed and packed_slurm.) They extend hydra-submit
   app's pack_task; without them (the defaults) every job runs alone, as under the unpacked launcher;
 - array_parallelism for the local launcher (at most this many jobs at once, like a SLURM array's %N);
 - detach (SLURM): submit the whole sweep and return at once; the same command later re-attaches;
+- status_poll_s (SLURM): submitit checks job states with sacct ever less often, up to every 10 minutes: a job
+  requeued or killed an hour into a sweep was seen half an hour late;
 - SLURM resources left null are fitted to the partition's nodes (slurm_fit.py)."""
 from dataclasses import dataclass, field
 
@@ -37,6 +39,7 @@ class SlurmConf(Packing, SlurmQueueConf):
     timeout_min: int = 1440        # the time limit of each job; near it SLURM warns (USR2, signal_delay_s before)
     max_num_timeout: int = 20      # and submitit requeues the job, at most this many times
     detach: bool = False           # true: submit every job as one array job and return; re-run to attach
+    status_poll_s: int = 30        # at most this long between two sacct checks of the jobs (submitit: 2 s, 4, 8...)
     # cpus_per_task, gpus_per_node, mem_gb: null asks for the job's share of a node of the partition (slurm_fit.py)
     # shell lines run before the job; the default gives each task's threads the task's CPUs, not all of the node's
     setup: list[str] | None = field(default_factory=lambda: [

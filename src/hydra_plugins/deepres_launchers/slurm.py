@@ -31,9 +31,9 @@ class SlurmLauncher(SweepLauncher):
 
     _EXECUTOR = "slurm"
 
-    def __init__(self, detach: bool = False, **params: Any) -> None:
+    def __init__(self, detach: bool = False, status_poll_s: int = 30, **params: Any) -> None:
         super().__init__(**params)
-        self.detach = detach
+        self.detach, self.status_poll_s = detach, status_poll_s
         self.attached: Detached | None = None
 
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
@@ -44,6 +44,9 @@ class SlurmLauncher(SweepLauncher):
         return returns
 
     def run_groups(self, jobs: list[Job]) -> list[tuple[Any, list[Job]]]:
+        from submitit.slurm.slurm import SlurmJob
+
+        SlurmJob.watcher._delay_s = self.status_poll_s  # the longest wait between sacct calls (submitit's: 600 s)
         sweep_dir = str(self.config.hydra.sweep.dir)
         record = Detached.load(sweep_dir)
         if record is not None and not record.attached:
