@@ -1,15 +1,16 @@
 """Reading CIFAR-10/100 in the official python layout, and fetching the official archive.
 
 The readers check shapes and labels instead of file checksums: the batches may be re-encoded copies of the official
-ones, so only the downloaded archive's published md5 is verified."""
-import pickle
+ones, so only the downloaded archive's published md5 is verified. Whoever made them, a batch is unpickled as data
+(safe_files.py): one that would run code is refused."""
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepres.errors import UserError
+from deepres.errors import RefusedFile, UserError
+from deepres.safe_files import load_pickle_of_arrays
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,10 @@ def download(name: str, root: Path) -> None:
 
 def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+        batch = load_pickle_of_arrays(path, "a CIFAR batch")
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
-    except FileNotFoundError:
+    except (FileNotFoundError, RefusedFile):
         raise
     except Exception as err:  # truncated pickles raise EOFError, UnpicklingError, ValueError, KeyError ...
         raise UserError(f"{path} is not a readable CIFAR batch ({type(err).__name__}: {err}); the file is corrupt or "

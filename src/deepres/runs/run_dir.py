@@ -106,9 +106,9 @@ class RunDir:
         path = self.resume_checkpoint()
         if path is None:
             return 0
-        import torch  # only when there is a checkpoint to read
+        from deepres.safe_files import read_checkpoint  # torch: only when there is a checkpoint to read
 
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+        return read_checkpoint(path)["global_step"]
 
     @rank_zero_only
     def wandb_id(self) -> str:

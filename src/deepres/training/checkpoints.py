@@ -3,7 +3,9 @@ into every member's own run directory in the format of a run trained alone (pack
 
 last.ckpt is written where Lightning's own loop can resume from exactly: after the iteration, or, at an iteration
 that is also evaluated, after the evaluation (so its rows are in the checkpoint and it is not run twice). The metric
-rows travel inside each checkpoint (see runs/metrics_csv.py)."""
+rows travel inside each checkpoint (see runs/metrics_csv.py).
+
+A checkpoint holds tensors and plain data only, and is read back as such before it replaces the one before."""
 import io
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from deepres.errors import UserError
 from deepres.runs.atomic import atomic_write
 from deepres.runs.run_dir import FINAL, LAST, RunDir
+from deepres.safe_files import read_checkpoint
 
 
 def checkpoint_bytes(net: torch.nn.Module) -> int:
@@ -76,12 +79,13 @@ def _replace(obj, host: dict):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into a temporary file, then rename: a checkpoint on disk is always whole."""
+    """torch.save into a temporary file, read back, then renamed: a checkpoint on disk is always whole and loads as
+    data."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         buffer = io.BytesIO()  # serialise first: torch's zip writer turns a full disk into an opaque RuntimeError
         torch.save(on_host(checkpoint), buffer)
-        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()), read_checkpoint)
 
 
 class MemberCheckpointIO(AtomicCheckpointIO):
@@ -99,9 +103,8 @@ class MemberCheckpointIO(AtomicCheckpointIO):
             super().save_checkpoint(member, self.runs[k].checkpoints / Path(path).name)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        """`path` names the resume point; each member's own checkpoint is loaded (written by this project)."""
-        load = super().load_checkpoint
-        loaded = [load(p, weights_only=False) if p else None for p in (run.resume_checkpoint() for run in self.runs)]
+        """`path` names the resume point; each member's own checkpoint is loaded, as data."""
+        loaded = [read_checkpoint(p, mmap=False) if p else None for p in (run.resume_checkpoint() for run in self.runs)]
         steps = {c["global_step"] if c else 0 for c in loaded}
         if len(steps) > 1:
             raise UserError(f"the runs {[str(run.path) for run in self.runs]} stand at different iterations "
