@@ -65,10 +65,12 @@ def test_a_run_directory_whose_checkpoint_carries_code_is_neither_evaluated_nor_
 
 
 def test_a_run_resumed_from_a_last_ckpt_that_carries_code_is_refused(tmp_path, cifar10_root):
-    """A run directory from elsewhere resumed by re-running its command."""
+    """A run directory from elsewhere resumed by re-running its command; its older previous.ckpt is good, but a
+    refused file is not damage to work around: the run stops."""
     run, marker = tmp_path / "run", tmp_path / "ran"
     (run / "checkpoints").mkdir(parents=True)
     last = poisoned_checkpoint(run / "checkpoints" / "last.ckpt", marker)
+    torch.save({"global_step": 0}, run / "checkpoints" / "previous.ckpt")
     proc = run_train(*FAST, "trainer.max_steps=10", f"data.root={cifar10_root}", f"hydra.run.dir={run}", check=False)
     assert_refused(proc, last, marker)
     assert runs_under_plain_load(last, marker, plain_torch_load)

@@ -20,7 +20,7 @@ from deepres.runs.metrics_csv import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
 from deepres.runs.signals import Interrupted, graceful_stop
 from deepres.training.build import build_datamodule, build_loggers, build_module, make_trainer
-from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_path
+from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_point
 from deepres.training.module import Classifier
 from deepres.training.quiet import quiet_lightning
 from deepres.training.validate import check_data, validate
@@ -105,10 +105,11 @@ def _fit(members: list[Member]) -> None:
                 log.error(f"{members[k].run.path}: {explained} The other runs of its pack go on.")
 
         module = build_module(cfgs, datamodule, pack, loggers, on_failure)
-        io = MemberCheckpointIO([m.run for m in members], lambda ckpt: pack.split(ckpt, module, module.live),
+        resumes = [resume_point(m.run, restart=m.cfg.get("resume") == "restart") for m in members]
+        io = MemberCheckpointIO([m.run for m in members], resumes, lambda ckpt: pack.split(ckpt, module, module.live),
                                 lambda ckpts: pack.merge(ckpts, module))
         trainer, checkpoints = make_trainer(cfg, members[0].run, io)
-        resume = resume_path([m.run for m in members])
+        resume = next((path for path in resumes if path is not None), None)
         log.info(f"{', '.join(m.cfg.name for m in members)}: training to iteration {trainer.max_steps}"
                  + (f", resuming from {resume}" if resume else " from the start"))
         with compile_report() as compiled:

@@ -80,6 +80,9 @@ def validate(cfg: DictConfig) -> None:
         milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
     _check_bn_batch(cfg)
     _check_monitor(cfg)
+    if cfg.get("resume", "restart") != "restart":
+        raise UserError(f"resume={cfg.resume!r} is unknown; the one value is restart: +resume=restart lets a run whose "
+                        "checkpoints are all damaged train again from iteration 0 (without it such a run stops).")
 
 
 def _check_monitor(cfg: DictConfig) -> None:
