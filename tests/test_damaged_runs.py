@@ -1,8 +1,10 @@
 """A killed run's records damaged afterwards (a copy cut short, a full disk elsewhere, garbage): re-running the same
 command names the file, keeps it beside as NAME.damaged, and goes on from what the run still has: the checkpoint
-before a damaged last.ckpt. A run restarts from iteration 0 only when asked (+resume=restart)."""
+before a damaged last.ckpt, a status.json rebuilt from the checkpoints and metrics.csv. A run restarts from iteration
+0 only when asked (+resume=restart). Its wall time counts the part before a kill -9."""
 import json
 import shutil
+import time
 
 import pytest
 import torch
@@ -100,3 +102,41 @@ def test_with_no_good_checkpoint_the_run_restarts_only_when_asked(killed, whole,
 def test_resume_takes_restart_alone():
     with pytest.raises(UserError, match="resume='again' is unknown; the one value is restart"):
         validate(compose_config("+resume=again"))
+
+
+def test_a_damaged_status_of_a_completed_run_is_rebuilt_and_the_run_left_as_it_is(whole, tmp_path, cifar10_root):
+    run = copy(whole, tmp_path)
+    status = json.loads((run / "status.json").read_text())
+    final, rows = (run / "checkpoints" / "final.ckpt").read_bytes(), (run / "metrics.csv").read_text()
+    (run / "status.json").write_text('{"status": "comp')
+    _, out = rerun(run, cifar10_root)
+    assert f"{run / 'status.json'} is damaged (not JSON" in out and "the run completed at iteration 40" in out
+    assert "training to iteration" not in out and "already finished" in out
+    assert (run / "status.json.damaged").read_text() == '{"status": "comp'
+    rebuilt = json.loads((run / "status.json").read_text())
+    assert rebuilt.pop("rebuilt").startswith("status.json was damaged")
+    assert rebuilt == {k: v for k, v in status.items() if k != "wall_time_s"}  # the wall time is lost, not invented
+    assert (run / "checkpoints" / "final.ckpt").read_bytes() == final and (run / "metrics.csv").read_text() == rows
+
+
+def test_a_damaged_status_of_a_killed_run_is_named_and_the_run_resumes(killed, whole, tmp_path, cifar10_root):
+    run = copy(killed, tmp_path)
+    (run / "status.json").write_bytes(b"\x00" * 64)
+    _, out = rerun(run, cifar10_root)
+    assert f"{run / 'status.json'} is damaged" in out and "resumes from its checkpoints" in out
+    assert (run / "status.json.damaged").read_bytes() == b"\x00" * 64
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "completed" and "rebuilt" in status
+    same_run(whole, run)
+
+
+def test_the_wall_time_counts_the_part_before_a_kill(killed, tmp_path, cifar10_root):
+    """status.json keeps the running total at each checkpoint, so the part before a kill -9 counts."""
+    before = json.loads((killed / "status.json").read_text())
+    assert before["status"] == "running" and before["wall_time_s"] > 0
+    run = copy(killed, tmp_path)
+    started = time.time()
+    rerun(run, cifar10_root)
+    resumed = time.time() - started
+    total = json.loads((run / "status.json").read_text())["wall_time_s"]
+    assert before["wall_time_s"] < total <= before["wall_time_s"] + resumed + 0.1

@@ -1,7 +1,7 @@
 """One run's directory: an exclusive lock, a status file, and the checkpoints to resume from.
 
-status.json is the run's record for the sweep summary: running, completed or failed (with the reason).
-checkpoints/ holds final.ckpt, last.ckpt and the last.ckpt before it, previous.ckpt: the newest
+status.json is the run's record for the sweep summary: running, completed or failed (with the reason), and the wall
+time spent so far. checkpoints/ holds final.ckpt, last.ckpt and the last.ckpt before it, previous.ckpt: the newest
 that loads is the resume point (training/checkpoints.py). A damaged file is set aside as NAME.damaged, never deleted.
 Under data parallelism only global rank 0 locks and writes; the other processes of the run only train. Nothing here
 loads torch or Lightning: the launcher plugins read run directories in every Hydra app."""
@@ -79,10 +79,25 @@ class RunDir:
             self._lock_file = None
 
     def status(self) -> dict:
+        """status.json's fields; none when it is missing or damaged (lifecycle.py rebuilds a damaged one)."""
         try:
-            return json.loads((self.path / STATUS).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return self.read_status()
+        except ValueError:
             return {}
+
+    def read_status(self) -> dict:
+        """status.json's fields (none when it is missing); ValueError, saying why, when it is not a JSON object."""
+        try:
+            status = json.loads((self.path / STATUS).read_text())
+        except FileNotFoundError:
+            return {}
+        except UnicodeDecodeError:
+            raise ValueError("not text") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not JSON: {err}") from None
+        if not isinstance(status, dict):
+            raise ValueError(f"a JSON {type(status).__name__}, not an object")
+        return status
 
     @rank_zero_only
     def write_status(self, **fields) -> dict:

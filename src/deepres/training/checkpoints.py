@@ -156,8 +156,10 @@ class MemberCheckpointIO(AtomicCheckpointIO):
 
 
 class RunCheckpoints(Callback):
-    def __init__(self, dirpath: str | Path, every_n_steps: int):
-        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
+    """last.ckpt every `every_n_steps` iterations, after calling before_save() (the runs' records of their time)."""
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int, before_save: Callable[[], None] = lambda: None):
+        self.dirpath, self.every_n_steps, self.before_save = Path(dirpath), every_n_steps, before_save
         self._saved_at = -1
         self.stop_signal: int | None = None
 
@@ -171,6 +173,7 @@ class RunCheckpoints(Callback):
 
     def _save_last(self, trainer, pl_module) -> None:
         pl_module.check_finite(weights=True)
+        self.before_save()
         trainer.save_checkpoint(self.dirpath / LAST)
         self._saved_at = trainer.global_step
         if self.stop_signal is not None:
