@@ -39,9 +39,10 @@ def test_rerunning_a_finished_run_changes_nothing(cifar10_root, tmp_path):
         return (tmp_path / "metrics.csv").read_bytes(), (tmp_path / "checkpoints" / "final.ckpt").stat().st_mtime
 
     before = snapshot()
-    proc = run_train(*args)
+    proc = run_train(*args, "hydra/launcher=slurm")  # without -m Hydra uses no launcher: the run says so
     assert "already finished" in proc.stderr + proc.stdout
     assert snapshot() == before
+    assert "hydra/launcher=slurm does nothing without -m: Hydra launches only multiruns" in proc.stderr + proc.stdout
 
 
 @pytest.mark.slow

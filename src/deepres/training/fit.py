@@ -32,6 +32,11 @@ quiet_lightning()
 def run_job(cfg: DictConfig) -> dict | None:
     """The Hydra task: a single run exits 2 on a user error; a sweep job records its failure and lets the sweep go
     on (the summary marks it, and the sweep's exit status says a job failed)."""
+    if not is_multirun():
+        ignored = [o for o in HydraConfig.get().overrides.hydra if o.lstrip("+~").startswith("hydra/launcher")]
+        if ignored:
+            log.warning(f"{ignored[0]} does nothing without -m: Hydra launches only multiruns, so this run trains "
+                        "here, in this process; add -m to run it through the launcher (a sweep of one job).")
     return report_outcome(lambda: train(cfg), multirun=is_multirun())
 
 
