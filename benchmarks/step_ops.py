@@ -163,7 +163,7 @@ def project(depth: int, batch: int, data: Path, run: Path) -> dict[str, tuple]:
     datamodule = build_datamodule([cfg])
     pack, runs = Pack([cfg], datamodule.num_classes), [RunDir(run)]
     module = build_module([cfg], datamodule, pack, [[MetricsCSVLogger(run)]])
-    io = MemberCheckpointIO(runs, lambda ckpt: pack.split(ckpt, module, module.live),
+    io = MemberCheckpointIO(runs, [None], lambda ckpt: pack.split(ckpt, module, module.live),
                             lambda ckpts: pack.merge(ckpts, module))
     trainer, checkpoints = make_trainer(cfg, runs[0], io)
     phases = Phases()

@@ -10,13 +10,14 @@ def refused(tmp_path, cifar10_root, *overrides: str) -> str:
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, proc.stderr[-2000:]
-    assert not (tmp_path / "run" / "metrics.csv").exists()
+    assert not (tmp_path / "run").exists()  # nothing of the run is created
     return errors[0]
 
 
 @pytest.mark.parametrize("overrides, expected", [
     (["model=resnet9"], ["model/resnet9", "cifar_resnet"]),
     (["model.dept=20"], ["model.dept", "depth, residual, shortcut"]),
+    (["+model.foo=1"], ["model.foo is not a key", "Valid keys under model: depth, residual, shortcut"]),
     (["model.depth=21"], ["model.depth=21", "6n+2", "20, 32, 44, 56, 110, 1202"]),
     (["model.shortcut=D"], ["'D'", "A (identity", "B (1x1", "C (projection"]),
     (["data.batch_size=0"], ["data.batch_size=0", "positive"]),

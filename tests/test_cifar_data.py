@@ -94,8 +94,10 @@ def test_download_checks_the_archive_md5(tmp_path, http_dir, monkeypatch):
             CifarDataModule("cifar10", tmp_path / root, download=True).prepare_data()
             assert read_split("cifar10", tmp_path / root, train=True)[0].shape[0] == 40
         else:
+            (tmp_path / root).mkdir()  # a folder of the user's, which stays: the bad archive does not
             with pytest.raises(UserError, match="could not download"):
                 CifarDataModule("cifar10", tmp_path / root, download=True).prepare_data()
+            assert list((tmp_path / root).iterdir()) == []
 
 
 def test_val_split_and_per_pixel_mean(cifar10_root):
@@ -148,6 +150,7 @@ def test_without_network_the_message_names_the_archive_to_fetch_elsewhere_not_th
     with pytest.raises(UserError) as err:
         check_data(compose_config(f"data.root={tmp_path / 'fresh'}"))
     message = str(err.value)
+    assert not (tmp_path / "fresh").exists()  # the run could not start: nothing of it is left
     assert "could not download cifar10" in message and "data.download=true" not in message
     assert f"download http://127.0.0.1:9/cifar-10-python.tar.gz on a machine with internet and unpack it into " \
            f"data.root={tmp_path / 'fresh'}, so that {tmp_path / 'fresh' / 'cifar-10-batches-py'} holds" in message

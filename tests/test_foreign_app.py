@@ -72,3 +72,19 @@ def test_resources_left_null_fit_the_partition(tmp_path):
     text = script.read_text()
     assert f"#SBATCH --cpus-per-task={cpus}\n" in text and f"#SBATCH --mem={mem_gb}GB\n" in text
     assert "gpus" not in text and "gres" not in text  # the CI cluster's nodes have none
+
+
+@on_cluster
+def test_a_controller_that_does_not_answer_is_named_not_a_launcher_key(tmp_path, monkeypatch):
+    """The cluster's own slurm.conf, its controller's port moved to one where nothing listens: sinfo and sbatch
+    cannot reach it, as when slurmctld is down."""
+    conf = Path(os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf"))
+    lines = [line for line in conf.read_text().splitlines() if not line.startswith("SlurmctldPort")]
+    (tmp_path / "slurm.conf").write_text("\n".join([*lines, "SlurmctldPort=9"]) + "\n")
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "slurm.conf"))
+    proc = run_app(tmp_path, "value=1,2", "hydra/launcher=deepres_slurm")
+    assert proc.returncode == 1
+    message = proc.stderr.strip().split("\n\n")[0]
+    assert "\n" not in message and message.startswith("SLURM's controller does not answer (sinfo: "), proc.stderr
+    assert "Unable to contact slurm controller" in message and "`make slurm-up`" in message
+    assert "Change hydra.launcher" not in message and not (tmp_path / "sweep" / ".submitit").exists()

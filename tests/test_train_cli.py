@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers.train import FAST, run_train, train_cmd
+from helpers.train import FAST, ROOT, run_train, train_cmd
 
 from deepres.runs.metrics_csv import read_rows
 
@@ -39,9 +39,10 @@ def test_rerunning_a_finished_run_changes_nothing(cifar10_root, tmp_path):
         return (tmp_path / "metrics.csv").read_bytes(), (tmp_path / "checkpoints" / "final.ckpt").stat().st_mtime
 
     before = snapshot()
-    proc = run_train(*args)
+    proc = run_train(*args, "hydra/launcher=slurm")  # without -m Hydra uses no launcher: the run says so
     assert "already finished" in proc.stderr + proc.stdout
     assert snapshot() == before
+    assert "hydra/launcher=slurm does nothing without -m: Hydra launches only multiruns" in proc.stderr + proc.stdout
 
 
 @pytest.mark.slow
@@ -85,3 +86,14 @@ def test_help_and_config_printing_load_neither_torch_nor_lightning():
         assert proc.returncode == 0, proc.stderr[-2000:]
         loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
         assert "hydra" in loaded and not loaded & {"torch", "lightning", "wandb", "matplotlib"}, flag
+
+
+def test_evaluate_help_says_how_to_call_it_without_loading_torch():
+    """`src/evaluate.py --help` answered "no such run directory: --help"."""
+    for flag in ("--help", "-h"):
+        proc = subprocess.run([sys.executable, "-X", "importtime", str(ROOT / "src" / "evaluate.py"), flag],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.startswith("Evaluate trained runs"), proc.stderr[-2000:]
+        assert "eval.mode=center|ten_crop|multi_scale" in proc.stdout and "model.weights=PATH" in proc.stdout
+        loaded = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time")}
+        assert not loaded & {"torch", "lightning", "deepres"}, flag

@@ -34,6 +34,7 @@ from deepres.errors import EXIT_USER_ERROR, UserError
 from deepres.models import construct, initialised
 from deepres.runs.atomic import atomic_write_text
 from deepres.runs.run_dir import FINAL, LAST, RunDir
+from deepres.safe_files import read_checkpoint
 from deepres.training.module import Classifier
 from deepres.training.quiet import quiet_lightning
 from deepres.training.validate import validate
@@ -107,7 +108,7 @@ def evaluate(run: str | Path, overrides: list[str]) -> dict:
     cfg, checkpoint = _config(run, overrides), _checkpoint(run)
     datamodule = instantiate(cfg.data)
     net = construct(cfg.model, datamodule.num_classes)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)  # written by this project
+    state = read_checkpoint(checkpoint)  # as data: a run directory may come from anywhere
     net.load_state_dict({k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")})
     module = Classifier(net, None, [None], datamodule.eval_names, top5=True)  # evaluation only: no schedule
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,

@@ -37,11 +37,14 @@ def run_entry(script: str, *args, timeout: int = 300) -> subprocess.CompletedPro
     return ZYGOTE.run([sys.executable, str(ROOT / "src" / script), *map(str, args)], cwd=ROOT, timeout=timeout)
 
 
-def kill_at_first_checkpoint(*overrides: str, run: Path, cwd: Path | None = None) -> None:
-    """Start src/train.py and kill -9 it as soon as `run` has its first last.ckpt (fails if the run ended first)."""
+def kill_at_first_checkpoint(*overrides: str, run: Path, cwd: Path | None = None,
+                             files: tuple[str, ...] = ("last.ckpt",)) -> None:
+    """Start src/train.py and kill -9 it as soon as `run` has its first last.ckpt (or all of `files` in its
+    checkpoints/: with previous.ckpt, its second); fails if the run ended first."""
     proc = ZYGOTE.popen(train_cmd(*overrides), cwd=cwd or ROOT, env={**os.environ, "WANDB_MODE": "offline"})
     deadline = time.time() + 300
-    while not (run / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+    while not all((run / "checkpoints" / name).exists() for name in files) and proc.poll() is None \
+            and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

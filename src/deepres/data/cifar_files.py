@@ -1,15 +1,17 @@
 """Reading CIFAR-10/100 in the official python layout, and fetching the official archive.
 
 The readers check shapes and labels instead of file checksums: the batches may be re-encoded copies of the official
-ones, so only the downloaded archive's published md5 is verified."""
-import pickle
+ones, so only the downloaded archive's published md5 is verified. Whoever made them, a batch is unpickled as data
+(safe_files.py): one that would run code is refused."""
+import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from deepres.errors import UserError
+from deepres.errors import RefusedFile, UserError
+from deepres.safe_files import load_pickle_of_arrays
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,25 @@ def how_to_get(name: str, root: Path, downloaded: bool = False) -> str:
 
 
 def download(name: str, root: Path) -> None:
-    """Fetch and unpack the official archive into root, checking the archive's published md5."""
+    """Fetch and unpack the official archive into root, checking the archive's published md5. A download that fails
+    leaves nothing behind: neither the folders it created nor a partial archive."""
     from torchvision.datasets.utils import download_and_extract_archive
 
     spec = layout(name)
+    root = Path(root)
     if (root / spec.folder).is_dir():
         return
+    created = next((p for p in [*reversed(root.parents), root] if not p.exists()), None)
+    archive = root / Path(spec.url).name
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's download waits forever on a silent network
     try:
         download_and_extract_archive(spec.url, str(root), md5=spec.archive_md5)
     except (OSError, RuntimeError) as err:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        else:
+            archive.unlink(missing_ok=True)
         raise UserError(f"could not download {name} from {spec.url} into {root}: {err}. "
                         f"{how_to_get(name, root, downloaded=True)}") from None
     finally:
@@ -71,11 +81,10 @@ def download(name: str, root: Path) -> None:
 
 def _load_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
+        batch = load_pickle_of_arrays(path, "a CIFAR batch")
         data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
-    except FileNotFoundError:
+    except (FileNotFoundError, RefusedFile):
         raise
     except Exception as err:  # truncated pickles raise EOFError, UnpicklingError, ValueError, KeyError ...
         raise UserError(f"{path} is not a readable CIFAR batch ({type(err).__name__}: {err}); the file is corrupt or "

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepres.errors import UserError
+from deepres.errors import RefusedFile, UserError
+from deepres.safe_files import load_torch
 
 FORMATS = ("deepres", "torchvision", "akamaster")
 _TORCHVISION_NAMES = ((r"^conv1\.", "stem.0."), (r"^bn1\.", "stem.1."), (r"\.downsample\.", ".shortcut."))
@@ -69,10 +70,13 @@ def from_akamaster(state_dict: dict[str, torch.Tensor], widths: tuple[int, ...])
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors, loaded as data (safe_files.py): public checkpoints hold no code."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_torch(path, name=f"model.weights={path}")
     except FileNotFoundError:
         raise UserError(f"model.weights={path}: no such file.") from None
+    except RefusedFile:
+        raise
     except Exception as err:  # a corrupt or foreign file: pickle, zip and torch errors alike
         raise UserError(f"model.weights={path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else 'no detail'}).") from None

@@ -20,6 +20,7 @@ from deepres.errors import UserError
 from deepres.models import construct
 from deepres.runs.metrics_csv import FILENAME, read_rows
 from deepres.runs.run_dir import FINAL, STATUS
+from deepres.safe_files import read_checkpoint
 
 NET_KEYS = ("model.depth", "model.residual", "model.shortcut", "seed")
 # like the seed, which instance of the net: the public weights a run holds (src/evaluate.py) or starts from
@@ -100,7 +101,7 @@ class Run:
         path = self.path / "checkpoints" / FINAL
         if not path.is_file():
             raise UserError(f"{self.path} has no checkpoints/{FINAL}: the run has not finished ({self.status}).")
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)["state_dict"]
+        state = read_checkpoint(path)["state_dict"]  # as data: a sweep may come from anywhere
         net = self.build_net(num_classes)
         net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")})
         return net.eval()

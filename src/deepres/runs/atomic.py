@@ -9,8 +9,10 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call write(f) on a temporary file beside `path`, flush it to disk, then rename it over `path`."""
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None],
+                 before_replace: Callable[[Path], None] | None = None) -> None:
+    """Call write(f) on a temporary file beside `path`, flush it to disk, then rename it over `path`;
+    before_replace(temporary) may check the new file first (raising keeps the old one) or move the old one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -20,6 +22,8 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from lightning_utilities.core.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
-from deepres.errors import EXIT_USER_ERROR, Diverged, UserError
+from deepres.errors import EXIT_USER_ERROR, DamagedFile, Diverged, UserError
+from deepres.runs.metrics_csv import FILENAME, final_metrics, read_rows
 from deepres.runs.recorded_config import adopt, check_unchanged, discard
-from deepres.runs.run_dir import LAST, RunDir
+from deepres.runs.run_dir import FINAL, LAST, STATUS, RunDir
 from deepres.runs.run_log import run_logs
 from deepres.runs.signals import Interrupted
+from deepres.safe_files import read_checkpoint
 
 log = logging.getLogger("deepres")
 T = TypeVar("T")
@@ -61,6 +64,37 @@ def mark_failed(run: RunDir, err: BaseException) -> BaseException:
     return explained
 
 
+@rank_zero_only
+def rebuild_status(member: Member) -> None:
+    """A damaged status.json (not a JSON object: torn by another program, garbage) is kept as status.json.damaged and
+    rebuilt from the run's checkpoints and metrics.csv: a run with a final.ckpt is completed, with its iterations and
+    final errors, and is not trained again; any other resumes. The wall time it held is lost: the record says so."""
+    run = member.run
+    try:
+        run.read_status()
+        return
+    except ValueError as err:
+        why = str(err)
+    run.set_aside(run.path / STATUS)
+    try:
+        steps = read_checkpoint(run.checkpoints / FINAL)["global_step"] if (run.checkpoints / FINAL).is_file() else None
+    except DamagedFile:  # resume_point names it, as any damaged checkpoint
+        steps = None
+    note = (f"status.json was damaged ({why}), kept as {STATUS}.damaged; rebuilt from the checkpoints and metrics.csv, "
+            "without the wall time it held")
+    if steps is None:
+        run.write_status(status="interrupted", name=member.cfg.name, overrides=member.overrides, reason=note,
+                         rebuilt=note)
+        found = "the run has not finished and resumes from its checkpoints"
+    else:
+        rows = read_rows(run.path / FILENAME) if (run.path / FILENAME).is_file() else []
+        run.write_status(status="completed", name=member.cfg.name, overrides=member.overrides, reason="",
+                         steps=steps, **final_metrics(rows), rebuilt=note)
+        found = f"the run completed at iteration {steps} ({FINAL}), with the final errors of {FILENAME}"
+    log.warning(f"{run.path / STATUS} is damaged ({why}); kept as {STATUS}.damaged and rebuilt: {found}. The wall "
+                "time it held is lost.")
+
+
 @contextlib.contextmanager
 def recorded(members: list[Member]) -> Iterator[list[Member]]:
     """Lock the members' directories and yield those still to train, logging to their train.log meanwhile; a
@@ -80,6 +114,7 @@ def recorded(members: list[Member]) -> Iterator[list[Member]]:
             locks.callback(member.run.unlock)
         todo = []
         for member in members:
+            rebuild_status(member)
             if member.run.status().get("status") == "completed":
                 log.info(f"{member.run.path} already finished; delete it to train again")
                 discard(member.run.path)

@@ -4,6 +4,7 @@ Rows with the same step (training and test at one iteration) are merged. The who
 and the rows travel inside each checkpoint, so a resumed run ends with exactly the rows of an uninterrupted one."""
 import csv
 import io
+from collections.abc import Iterable
 from pathlib import Path
 
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
@@ -19,6 +20,14 @@ def read_rows(path: str | Path) -> list[dict[str, float]]:
     with open(path, newline="") as f:
         return [{k: (int(float(v)) if k == "step" else float(v)) for k, v in row.items() if v not in ("", None)}
                 for row in csv.DictReader(f)]
+
+
+def final_metrics(rows: Iterable[dict[str, float]]) -> dict[str, float]:
+    """The last value of each result column (status.json's final errors), from rows in step order."""
+    last = {}
+    for row in rows:
+        last.update(row)
+    return {k: last[k] for k in ("train/loss", "train/error", "test/loss", "test/error", "val/error") if k in last}
 
 
 class MetricsCSVLogger(Logger):

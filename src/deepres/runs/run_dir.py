@@ -1,8 +1,11 @@
-"""One run's directory: an exclusive lock, a status file, and the checkpoint to resume from.
+"""One run's directory: an exclusive lock, a status file, and the checkpoints to resume from.
 
-status.json is the run's record for the sweep summary: running, completed or failed (with the reason).
+status.json is the run's record for the sweep summary: running, completed or failed (with the reason), and the wall
+time spent so far. checkpoints/ holds final.ckpt, last.ckpt and the last.ckpt before it, previous.ckpt: the newest
+that loads is the resume point (training/checkpoints.py). A damaged file is set aside as NAME.damaged, never deleted.
 Under data parallelism only global rank 0 locks and writes; the other processes of the run only train. Nothing here
 loads torch or Lightning: the launcher plugins read run directories in every Hydra app."""
+import contextlib
 import errno
 import fcntl
 import json
@@ -18,6 +21,7 @@ from deepres.runs.atomic import atomic_write_text
 
 STATUS = "status.json"
 LAST, FINAL = "last.ckpt", "final.ckpt"  # in checkpoints/: every checkpoint.every_n_steps, and at the end
+PREVIOUS = "previous.ckpt"  # the last.ckpt before, until the next is whole
 
 
 class RunDir:
@@ -75,10 +79,25 @@ class RunDir:
             self._lock_file = None
 
     def status(self) -> dict:
+        """status.json's fields; none when it is missing or damaged (lifecycle.py rebuilds a damaged one)."""
         try:
-            return json.loads((self.path / STATUS).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return self.read_status()
+        except ValueError:
             return {}
+
+    def read_status(self) -> dict:
+        """status.json's fields (none when it is missing); ValueError, saying why, when it is not a JSON object."""
+        try:
+            status = json.loads((self.path / STATUS).read_text())
+        except FileNotFoundError:
+            return {}
+        except UnicodeDecodeError:
+            raise ValueError("not text") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"not JSON: {err}") from None
+        if not isinstance(status, dict):
+            raise ValueError(f"a JSON {type(status).__name__}, not an object")
+        return status
 
     @rank_zero_only
     def write_status(self, **fields) -> dict:
@@ -95,20 +114,23 @@ class RunDir:
                 f.truncate()
         return status
 
-    def resume_checkpoint(self) -> Path | None:
-        for name in (FINAL, LAST):
-            if (self.checkpoints / name).is_file():
-                return self.checkpoints / name
-        return None
+    def checkpoint_files(self) -> list[Path]:
+        """The run's checkpoints, newest first."""
+        return [self.checkpoints / name for name in (FINAL, LAST, PREVIOUS) if (self.checkpoints / name).is_file()]
 
     def resume_step(self) -> int:
-        """The iteration the run resumes from: 0 without a checkpoint."""
-        path = self.resume_checkpoint()
-        if path is None:
-            return 0
-        import torch  # only when there is a checkpoint to read
+        """The iteration of the newest checkpoint that loads: 0 without one (the run itself names the others)."""
+        from deepres.safe_files import read_checkpoint  # torch: only when there is a checkpoint to read
 
-        return torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"]
+        for path in self.checkpoint_files():
+            with contextlib.suppress(UserError):
+                return read_checkpoint(path)["global_step"]
+        return 0
+
+    @rank_zero_only
+    def set_aside(self, path: Path) -> None:
+        """Rename a damaged file of the run to NAME.damaged (replacing an older one): out of the way, but kept."""
+        path.replace(path.with_name(f"{path.name}.damaged"))
 
     @rank_zero_only
     def wandb_id(self) -> str:

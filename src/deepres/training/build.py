@@ -62,10 +62,11 @@ def cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
-def make_trainer(cfg: DictConfig, run: RunDir, checkpoint_io: AtomicCheckpointIO) -> tuple[L.Trainer, RunCheckpoints]:
-    """The Trainer of cfg.trainer, with the run's checkpoints (in run.checkpoints, written by checkpoint_io). The
-    LightningModule logs to its members' loggers itself: the Trainer has none."""
-    checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps)
+def make_trainer(cfg: DictConfig, run: RunDir, checkpoint_io: AtomicCheckpointIO,
+                 before_save: Callable[[], None] = lambda: None) -> tuple[L.Trainer, RunCheckpoints]:
+    """The Trainer of cfg.trainer, with the run's checkpoints (in run.checkpoints, written by checkpoint_io, after
+    before_save()). The LightningModule logs to its members' loggers itself: the Trainer has none."""
+    checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps, before_save)
     callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
     # ghost BN (model.bn_batch) takes statistics within each process: SyncBatchNorm would replace its layers
     ghost = {"sync_batchnorm": False} if cfg.model.get("bn_batch") else {}

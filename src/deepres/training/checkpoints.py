@@ -3,8 +3,14 @@ into every member's own run directory in the format of a run trained alone (pack
 
 last.ckpt is written where Lightning's own loop can resume from exactly: after the iteration, or, at an iteration
 that is also evaluated, after the evaluation (so its rows are in the checkpoint and it is not run twice). The metric
-rows travel inside each checkpoint (see runs/metrics_csv.py)."""
+rows travel inside each checkpoint (see runs/metrics_csv.py).
+
+A checkpoint holds tensors and plain data only, and is read back as such before it replaces the one before; the
+last.ckpt it replaces stays as previous.ckpt. A run resumes from its newest checkpoint that loads: one damaged since
+(a copy cut short, a full disk elsewhere) is named and set aside, and a run never starts again from iteration 0
+unless asked (+resume=restart)."""
 import io
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -13,9 +19,12 @@ from lightning.pytorch import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 
-from deepres.errors import UserError
+from deepres.errors import DamagedFile, UserError
 from deepres.runs.atomic import atomic_write
-from deepres.runs.run_dir import FINAL, LAST, RunDir
+from deepres.runs.run_dir import FINAL, LAST, PREVIOUS, RunDir
+from deepres.safe_files import read_checkpoint
+
+log = logging.getLogger("deepres")
 
 
 def checkpoint_bytes(net: torch.nn.Module) -> int:
@@ -76,32 +85,68 @@ def _replace(obj, host: dict):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into a temporary file, then rename: a checkpoint on disk is always whole."""
+    """torch.save into a temporary file, read back, then renamed: a checkpoint on disk is always whole and loads as
+    data. The last.ckpt it replaces becomes previous.ckpt, until final.ckpt is written."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         buffer = io.BytesIO()  # serialise first: torch's zip writer turns a full disk into an opaque RuntimeError
         torch.save(on_host(checkpoint), buffer)
-        atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+        path = Path(path)
+
+        def keep_previous(new: Path) -> None:
+            read_checkpoint(new)
+            if path.name == LAST and path.is_file():
+                path.replace(path.with_name(PREVIOUS))
+
+        atomic_write(path, lambda f: f.write(buffer.getbuffer()), keep_previous)
+        if path.name == FINAL:
+            path.with_name(PREVIOUS).unlink(missing_ok=True)
+
+
+def resume_point(run: RunDir, restart: bool) -> Path | None:
+    """The run's newest checkpoint that loads (None: the run starts at iteration 0). Damaged ones are named in the log
+    and set aside when an older one takes their place, or when `restart` (+resume=restart) lets the run start again;
+    otherwise the run stops, naming them. A refused one (pickled code) stops the run."""
+    damaged: list[DamagedFile] = []
+    for path in run.checkpoint_files():
+        try:
+            step = read_checkpoint(path)["global_step"]
+        except DamagedFile as err:
+            damaged.append(err)
+            continue
+        for err in damaged:
+            run.set_aside(err.path)
+            log.warning(f"{err}; set aside as {err.path.name}.damaged, resuming from {path} (iteration {step})")
+        return path
+    if damaged and not restart:
+        kept = ", ".join(f"{err.path.name}.damaged" for err in damaged)
+        raise UserError(f"{'; '.join(map(str, damaged))}; the run has no other checkpoint to resume from. Re-run the "
+                        f"same command with +resume=restart to train it again from iteration 0 (keeping the damaged "
+                        f"file as {kept}), or put a good copy in its place.")
+    for err in damaged:
+        run.set_aside(err.path)
+        log.warning(f"{err}; set aside as {err.path.name}.damaged: the run restarts from iteration 0, as "
+                    "+resume=restart asks")
+    return None
 
 
 class MemberCheckpointIO(AtomicCheckpointIO):
     """Saves the members' checkpoints, not the network's: `split(checkpoint)` gives each live member's checkpoint by
     its index, written atomically under the file name Lightning asked for into the member's checkpoints/. Loading
-    merges the members' resume checkpoints with `merge` (they must stand at one iteration)."""
+    merges the members' resume points (resume_point; they must stand at one iteration) with `merge`."""
 
-    def __init__(self, runs: Sequence[RunDir], split: Callable[[dict], dict[int, dict]],
+    def __init__(self, runs: Sequence[RunDir], resumes: Sequence[Path | None], split: Callable[[dict], dict[int, dict]],
                  merge: Callable[[list[dict]], dict]):
         super().__init__()
-        self.runs, self.split, self.merge = list(runs), split, merge
+        self.runs, self.resumes, self.split, self.merge = list(runs), list(resumes), split, merge
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         for k, member in self.split(checkpoint).items():
             super().save_checkpoint(member, self.runs[k].checkpoints / Path(path).name)
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        """`path` names the resume point; each member's own checkpoint is loaded (written by this project)."""
-        load = super().load_checkpoint
-        loaded = [load(p, weights_only=False) if p else None for p in (run.resume_checkpoint() for run in self.runs)]
+        """`path` names the resume point; each member's own is loaded, as data."""
+        loaded = [read_checkpoint(p, mmap=False) if p else None for p in self.resumes]
         steps = {c["global_step"] if c else 0 for c in loaded}
         if len(steps) > 1:
             raise UserError(f"the runs {[str(run.path) for run in self.runs]} stand at different iterations "
@@ -110,14 +155,11 @@ class MemberCheckpointIO(AtomicCheckpointIO):
         return self.merge(loaded)
 
 
-def resume_path(runs: Sequence[RunDir]) -> Path | None:
-    """What to resume from (MemberCheckpointIO loads every member's): None for runs that start afresh."""
-    return next((path for path in (run.resume_checkpoint() for run in runs) if path is not None), None)
-
-
 class RunCheckpoints(Callback):
-    def __init__(self, dirpath: str | Path, every_n_steps: int):
-        self.dirpath, self.every_n_steps = Path(dirpath), every_n_steps
+    """last.ckpt every `every_n_steps` iterations, after calling before_save() (the runs' records of their time)."""
+
+    def __init__(self, dirpath: str | Path, every_n_steps: int, before_save: Callable[[], None] = lambda: None):
+        self.dirpath, self.every_n_steps, self.before_save = Path(dirpath), every_n_steps, before_save
         self._saved_at = -1
         self.stop_signal: int | None = None
 
@@ -131,6 +173,7 @@ class RunCheckpoints(Callback):
 
     def _save_last(self, trainer, pl_module) -> None:
         pl_module.check_finite(weights=True)
+        self.before_save()
         trainer.save_checkpoint(self.dirpath / LAST)
         self._saved_at = trainer.global_step
         if self.stop_signal is not None:

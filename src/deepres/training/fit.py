@@ -16,11 +16,11 @@ from deepres.errors import Diverged, UserError
 from deepres.packing.members import Pack
 from deepres.packing.plan import MEMBER_KEYS, pack_key
 from deepres.runs.lifecycle import Member, mark_failed, recorded, report_outcome
-from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.metrics_csv import MetricsCSVLogger, final_metrics
 from deepres.runs.run_dir import RunDir
 from deepres.runs.signals import Interrupted, graceful_stop
 from deepres.training.build import build_datamodule, build_loggers, build_module, make_trainer
-from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_path
+from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_point
 from deepres.training.module import Classifier
 from deepres.training.quiet import quiet_lightning
 from deepres.training.validate import check_data, validate
@@ -32,6 +32,11 @@ quiet_lightning()
 def run_job(cfg: DictConfig) -> dict | None:
     """The Hydra task: a single run exits 2 on a user error; a sweep job records its failure and lets the sweep go
     on (the summary marks it, and the sweep's exit status says a job failed)."""
+    if not is_multirun():
+        ignored = [o for o in HydraConfig.get().overrides.hydra if o.lstrip("+~").startswith("hydra/launcher")]
+        if ignored:
+            log.warning(f"{ignored[0]} does nothing without -m: Hydra launches only multiruns, so this run trains "
+                        "here, in this process; add -m to run it through the launcher (a sweep of one job).")
     return report_outcome(lambda: train(cfg), multirun=is_multirun())
 
 
@@ -104,11 +109,16 @@ def _fit(members: list[Member]) -> None:
             if module.live:
                 log.error(f"{members[k].run.path}: {explained} The other runs of its pack go on.")
 
+        def record_wall_time() -> None:  # kept while running: a run killed and resumed counts both parts
+            for k in module.live:
+                members[k].run.write_status(wall_time_s=round(previous_wall[k] + time.time() - started, 1))
+
         module = build_module(cfgs, datamodule, pack, loggers, on_failure)
-        io = MemberCheckpointIO([m.run for m in members], lambda ckpt: pack.split(ckpt, module, module.live),
+        resumes = [resume_point(m.run, restart=m.cfg.get("resume") == "restart") for m in members]
+        io = MemberCheckpointIO([m.run for m in members], resumes, lambda ckpt: pack.split(ckpt, module, module.live),
                                 lambda ckpts: pack.merge(ckpts, module))
-        trainer, checkpoints = make_trainer(cfg, members[0].run, io)
-        resume = resume_path([m.run for m in members])
+        trainer, checkpoints = make_trainer(cfg, members[0].run, io, record_wall_time)
+        resume = next((path for path in resumes if path is not None), None)
         log.info(f"{', '.join(m.cfg.name for m in members)}: training to iteration {trainer.max_steps}"
                  + (f", resuming from {resume}" if resume else " from the start"))
         with compile_report() as compiled:
@@ -116,7 +126,8 @@ def _fit(members: list[Member]) -> None:
         wall = time.time() - started
         for k in module.live:
             csvs[k].save()
-            members[k].run.write_status(status="completed", steps=trainer.global_step, **final_metrics(csvs[k]),
+            rows = (csvs[k].rows[step] for step in sorted(csvs[k].rows))
+            members[k].run.write_status(status="completed", steps=trainer.global_step, **final_metrics(rows),
                                         wall_time_s=round(previous_wall[k] + wall, 1), **compiled)
     finally:
         _finish(loggers)
@@ -152,13 +163,6 @@ def compile_report() -> Iterator[dict]:
     if graphs_after > graphs:
         report.update(compile_graphs=graphs_after - graphs, compile_time_s=round(seconds_after - seconds, 1))
         log.info(f"torch.compile: {report['compile_graphs']} graph(s) in {report['compile_time_s']} s")
-
-
-def final_metrics(csv_logger: MetricsCSVLogger) -> dict:
-    last = {}
-    for step in sorted(csv_logger.rows):
-        last.update(csv_logger.rows[step])
-    return {k: last[k] for k in ("train/loss", "train/error", "test/loss", "test/error", "val/error") if k in last}
 
 
 def _finish(loggers: list[list]) -> None:

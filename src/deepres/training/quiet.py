@@ -5,7 +5,7 @@ import warnings
 
 
 class _Drop(logging.Filter):
-    """Lightning's tips, and its note that it loaded a checkpoint (the project's own) with weights_only=False."""
+    """Lightning's tips, and its note that it saves whole checkpoints (weights_only=False: optimiser and loops too)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

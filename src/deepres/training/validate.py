@@ -1,17 +1,34 @@
 """Checks of a composed config that must pass before any training starts; each failure is one UserError."""
+import inspect
+
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from deepres.errors import UserError
 from deepres.models import NETS, CifarResNet
 from deepres.models.blocks import check_shortcut, check_stride_on
-from deepres.models.build import STEP_GRAPH
+from deepres.models.build import NET_SWITCHES, STEP_GRAPH
 from deepres.training.schedule import milestone_steps
 
 
+def _check_model_keys(cfg: DictConfig, net: type) -> None:
+    """Every key of the model config is an argument of the net's constructor or a net switch (`+model.foo=1` adds a
+    key that the config does not have, which Hydra accepts)."""
+    parameters = inspect.signature(net).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    valid = [k for k in parameters if k != "num_classes"] + [k for k in NET_SWITCHES if k not in parameters]
+    unknown = [k for k in cfg.model if k != "_target_" and k not in valid]
+    if unknown:
+        raise UserError(f"model.{unknown[0]} is not a key of the model ({cfg.model._target_} takes no argument "
+                        f"{unknown[0]!r}). Valid keys under model: {', '.join(valid)}.")
+
+
 def _check_model(cfg: DictConfig) -> None:
-    """The depth must be one the net has, and the net must be the one of the data set (32x32 or 224x224 stem)."""
+    """The model's keys must be the net's, the depth one the net has, and the net the one of the data set (32x32 or
+    224x224 stem)."""
     net = get_class(cfg.model._target_)
+    _check_model_keys(cfg, net)
     if net not in NETS:
         return
     net.check_depth(cfg.model.depth)
@@ -80,6 +97,9 @@ def validate(cfg: DictConfig) -> None:
         milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
     _check_bn_batch(cfg)
     _check_monitor(cfg)
+    if cfg.get("resume", "restart") != "restart":
+        raise UserError(f"resume={cfg.resume!r} is unknown; the one value is restart: +resume=restart lets a run whose "
+                        "checkpoints are all damaged train again from iteration 0 (without it such a run stops).")
 
 
 def _check_monitor(cfg: DictConfig) -> None:

@@ -19,6 +19,22 @@ class SlurmRefused(CompactHydraException):
     """sbatch refused the sweep's jobs; the message names SLURM's reason and the launcher keys to change."""
 
 
+class SlurmUnreachable(CompactHydraException):
+    """SLURM's controller does not answer: no launcher key helps; the message says how to check the cluster."""
+
+
+UNREACHABLE = re.compile(r"unable to contact slurm controller|slurm_load_\w+: .*(connect|timed out)", re.I)
+
+
+def unreachable(command: str, stderr: str) -> SlurmUnreachable:
+    said = "; ".join(dict.fromkeys(re.sub(r"^sbatch: error: (Batch job submission failed: )?", "", line.strip())
+                                   for line in stderr.splitlines() if line.strip()))
+    return SlurmUnreachable(f"SLURM's controller does not answer ({command}: {said}), so no job was submitted; no "
+                            "launcher setting changes that. Check the cluster with `sinfo` or `scontrol ping` (its "
+                            "SLURM_CONF, the slurmctld host and its logs); the project's single-node test cluster "
+                            "starts with `make slurm-up`. Without SLURM, hydra/launcher=local runs the sweep here.")
+
+
 @dataclass(frozen=True)
 class Nodes:
     """What every node of a partition has, at least."""
@@ -34,11 +50,14 @@ class Nodes:
 
 
 def partition_nodes(partition: str | None) -> Nodes | None:
-    """The partition's (None: the default partition's) smallest node, from sinfo; None if sinfo cannot tell."""
+    """The partition's (None: the default partition's) smallest node, from sinfo; None if sinfo cannot tell;
+    SlurmUnreachable when the controller does not answer."""
     try:
         out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%m|%G"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
+    if out.returncode and UNREACHABLE.search(out.stderr):
+        raise unreachable("sinfo", out.stderr)
     rows = [line.split("|") for line in out.stdout.split() if line.count("|") == 3]
     if out.returncode or not rows:
         return None
@@ -100,9 +119,11 @@ ASKED = ("partition", "account", "qos", "nodes", "tasks_per_node", "gpus_per_nod
 
 
 def refusal(sbatch_stderr: str, params: dict[str, Any], nodes: Nodes | None,
-            keys: list[str] | None = None) -> SlurmRefused:
+            keys: list[str] | None = None) -> SlurmRefused | SlurmUnreachable:
     """One paragraph: sbatch's reason, what was asked, what the nodes have, the key(s) to change (by default, those
     that decide the reason)."""
+    if UNREACHABLE.search(sbatch_stderr):
+        return unreachable("sbatch", sbatch_stderr)
     lines = [re.sub(r"^sbatch: error: (Batch job submission failed: )?", "", line.strip())
              for line in sbatch_stderr.splitlines() if line.strip()]
     reason = "; ".join(dict.fromkeys(lines)) or "no reason given"
