@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ARGS ?=
-# pytest-xdist workers for make test / test-quick (1: one process, no xdist)
-TEST_WORKERS ?= 2
+# pytest-xdist workers for make test / test-quick (1: one process, no xdist). Three on two cores: the tests spend a
+# third of their time waiting (SLURM jobs, child processes, budgets), and the third worker fills it
+TEST_WORKERS ?= 3
 XDIST = $(if $(filter 1,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 .DEFAULT_GOAL := help
