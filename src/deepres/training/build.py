@@ -14,6 +14,7 @@ from deepres.packing.members import Pack
 from deepres.runs.metrics_csv import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
+from deepres.training.collector import ManualCollection
 from deepres.training.module import Classifier
 from deepres.training.progress import StepProgressBar
 
@@ -68,6 +69,8 @@ def make_trainer(cfg: DictConfig, run: RunDir, checkpoint_io: AtomicCheckpointIO
     before_save()). The LightningModule logs to its members' loggers itself: the Trainer has none."""
     checkpoints = RunCheckpoints(run.checkpoints, cfg.checkpoint.every_n_steps, before_save)
     callbacks = [checkpoints, StepProgressBar()] if cfg.trainer.enable_progress_bar else [checkpoints]
+    if cfg.gc.manual:
+        callbacks.append(ManualCollection(cfg.gc.every_n_steps))
     # ghost BN (model.bn_batch) takes statistics within each process: SyncBatchNorm would replace its layers
     ghost = {"sync_batchnorm": False} if cfg.model.get("bn_batch") else {}
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False,

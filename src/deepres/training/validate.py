@@ -91,8 +91,13 @@ def validate(cfg: DictConfig) -> None:
     if "stride_on" in cfg.model:
         check_stride_on(cfg.model.stride_on)
     for key in ("data.batch_size", "data.eval_batch_size", "optimizer.lr", "trainer.max_steps",
-                "trainer.val_check_interval", "trainer.log_every_n_steps", "checkpoint.every_n_steps"):
+                "trainer.val_check_interval", "trainer.log_every_n_steps", "checkpoint.every_n_steps",
+                "gc.every_n_steps"):
         _positive(cfg, key)
+    if not isinstance(cfg.gc.manual, bool):
+        raise UserError(f"gc.manual={cfg.gc.manual!r} must be true (automatic collection off while training, "
+                        "collections at evaluation, checkpoints and every gc.every_n_steps iterations) or false "
+                        "(Python's own collector).")
     if "milestones" in cfg.schedule:  # the plateau schedule finds its own
         milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
     _check_bn_batch(cfg)
