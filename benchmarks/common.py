@@ -13,6 +13,7 @@ Both return the time per iteration over `steps` iterations after `warmup` (wall 
 time, which a shared machine disturbs less), with evaluation and checkpoints out of the timed window (they are not
 per-step costs)."""
 import datetime
+import gc
 import os
 import platform
 import statistics
@@ -20,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -36,6 +37,7 @@ from deepres.models import CifarResNet
 from deepres.models.build import STEP_GRAPH, apply_switches
 from deepres.runs.metrics_csv import MetricsCSVLogger
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
+from deepres.training.collector import ManualCollection
 from deepres.training.module import Classifier
 from deepres.training.progress import StepProgressBar
 from deepres.training.schedule import IterationSchedule
@@ -45,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SGD = {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, **({"fused": True} if torch.cuda.is_available() else {})}
 LOG_EVERY = 50  # conf/trainer/default.yaml: log_every_n_steps
 NEVER = 10**9  # evaluation and checkpoint intervals that keep them out of the timed window
+GC_EVERY = 100  # conf/train.yaml: gc.every_n_steps (with gc.manual=true)
+COLLECTORS = ("manual", "python", "off")
 
 
 def machine() -> str:
@@ -147,32 +151,79 @@ def precision(switches: Mapping) -> str:
 
 
 class StepTime(NamedTuple):
-    """Seconds per iteration: wall clock, and CPU time of this process (all its threads)."""
+    """Seconds per iteration: wall clock, and CPU time of this process (all its threads); and each timed
+    iteration's seconds (on a GPU: between CUDA events recorded at each batch draw, the device's timeline)."""
 
     wall: float
     cpu: float
+    steps: tuple[float, ...] = ()
 
 
 class Clock:
     """Wall time from the draw of batch `start` to the draw of batch `stop`: `stop - start` iterations of whichever
-    loop draws them, timed in the data stream so that the timed loop runs no extra hook. `wait`, if given, is called
-    before the clock starts (concurrent runs start their timed iterations together)."""
+    loop draws them, timed in the data stream so that the timed loop runs no extra hook, with a mark at every draw
+    between. `wait`, if given, is called before the clock starts (concurrent runs start their timed iterations
+    together)."""
 
     def __init__(self, start: int, stop: int, wait: Callable[[], object] | None = None):
-        self.start, self.stop, self.wait, self.elapsed = start, stop, wait, None
+        self.start, self.stop, self.wait = start, stop, wait
+        self.marks: list = []
+        self.elapsed: StepTime | None = None
 
     def batches(self, stream: Iterable) -> Iterator:
         for i, batch in enumerate(stream):
-            if i in (self.start, self.stop):
-                sync()
-                if i == self.start and self.wait is not None:
-                    self.wait()
-                now = StepTime(time.perf_counter(), time.process_time())
-                if i == self.start:
-                    self.began = now
-                else:
-                    self.elapsed = StepTime(*(b - a for a, b in zip(self.began, now)))
+            if self.start <= i <= self.stop:
+                self._mark(i)
             yield batch
+
+    def _mark(self, i: int) -> None:
+        if i in (self.start, self.stop):
+            sync()
+        if i == self.start and self.wait is not None:
+            self.wait()
+        now = (time.perf_counter(), time.process_time())
+        if torch.cuda.is_available():
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(now[0])
+        if i == self.start:
+            self.began = now
+        elif i == self.stop:
+            sync()  # the last event recorded
+            marks = self.marks
+            steps = ([a.elapsed_time(b) / 1e3 for a, b in zip(marks, marks[1:])] if torch.cuda.is_available()
+                     else [b - a for a, b in zip(marks, marks[1:])])
+            n = self.stop - self.start
+            self.elapsed = StepTime((now[0] - self.began[0]) / n, (now[1] - self.began[1]) / n, tuple(steps))
+
+
+def percentile(values: Iterable[float], q: float) -> float:
+    """The q-th percentile (0-100) of the values, interpolated between the nearest ranks."""
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@contextmanager
+def collector(mode: str) -> Iterator[None]:
+    """Python's garbage collector around a timed loop, from a clean start (what earlier loops left is collected
+    first): "python" as Python runs it, "off" disabled throughout, "manual" the project's policy, a callback that
+    project_fit_time adds (src/deepres/training/collector.py)."""
+    if mode not in COLLECTORS:
+        raise ValueError(f"collector {mode!r}: one of {', '.join(COLLECTORS)}")
+    was_enabled = gc.isenabled()
+    gc.collect()
+    if mode == "off":
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _Timed:
@@ -193,66 +244,50 @@ class _Timed:
 
 def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
                         switches: Mapping = {}, depth: int = 20, progress_bar: bool = True,
-                        wait: Callable[[], object] | None = None) -> StepTime:
-    """Time per iteration of the project's training path."""
+                        wait: Callable[[], object] | None = None, gc_mode: str = "manual") -> StepTime:
+    """Time per iteration of the project's training path (gc_mode: its collector policy, or one of COLLECTORS)."""
     torch.manual_seed(0)
     net = apply_switches(make_net(), switches)
     with tempfile.TemporaryDirectory() as run_dir:
         module = Classifier(net, partial(torch.optim.SGD, **SGD), [paper_schedule(depth)], data.eval_names,
                             loggers=[[MetricsCSVLogger(run_dir)]], step_graph=switches.get("compile") == STEP_GRAPH)
-        return project_fit_time(module, data, steps, warmup, switches, run_dir, progress_bar, wait)
+        return project_fit_time(module, data, steps, warmup, switches, run_dir, progress_bar, wait, gc_mode)
 
 
 def project_fit_time(module: L.LightningModule, data: SyntheticCifar, steps: int, warmup: int, switches: Mapping,
-                     run_dir: str, progress_bar: bool = True, wait: Callable[[], object] | None = None) -> StepTime:
-    """Fit `module` in a Trainer configured as conf/trainer/default.yaml, with the run's checkpoint callback and
-    progress bar; the time per iteration of its timed window."""
+                     run_dir: str, progress_bar: bool = True, wait: Callable[[], object] | None = None,
+                     gc_mode: str = "manual") -> StepTime:
+    """Fit `module` in a Trainer configured as conf/trainer/default.yaml, with the run's checkpoint callback,
+    progress bar and collector policy (gc_mode); the time per iteration of its timed window."""
     data.clock = clock = Clock(warmup, warmup + steps, wait)
     callbacks = [RunCheckpoints(run_dir, NEVER)] + ([StepProgressBar()] if progress_bar else [])
+    callbacks += [ManualCollection(GC_EVERY)] if gc_mode == "manual" else []
     trainer = L.Trainer(accelerator="auto", devices=1, precision=precision(switches), max_steps=warmup + steps + 1,
                         max_epochs=-1, val_check_interval=NEVER, check_val_every_n_epoch=None,
                         log_every_n_steps=LOG_EVERY, num_sanity_val_steps=0, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=progress_bar,
                         benchmark=if_cuda("auto", True, None), callbacks=callbacks, logger=False,
                         plugins=[AtomicCheckpointIO()], default_root_dir=run_dir)
-    trainer.fit(module, data)
+    with collector(gc_mode):
+        trainer.fit(module, data)
     data.clock = None
-    return StepTime(*(t / steps for t in clock.elapsed))
-
-
-class BareModule(L.LightningModule):
-    """Lightning's own floor: the same net and SGD, the loss only (no schedule, sums, callbacks or logger)."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        return F.cross_entropy(self.net(x), y)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.net.parameters(), **SGD)
-
-
-def bare_lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
-                             depth: int = 20) -> StepTime:
-    """Time per iteration of a bare LightningModule in a Trainer with nothing turned on."""
-    torch.manual_seed(0)
-    data.clock = clock = Clock(warmup, warmup + steps)
-    trainer = L.Trainer(accelerator="auto", devices=1, precision=precision({}), max_steps=warmup + steps + 1,
-                        max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False,
-                        benchmark=if_cuda("auto", True, None))
-    trainer.fit(BareModule(make_net()), data)
-    data.clock = None
-    return StepTime(*(t / steps for t in clock.elapsed))
+    return clock.elapsed
 
 
 def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps: int, warmup: int,
-                    switches: Mapping = {}, depth: int = 20, wait: Callable[[], object] | None = None) -> StepTime:
+                    switches: Mapping = {}, depth: int = 20, wait: Callable[[], object] | None = None,
+                    gc_mode: str = "python") -> StepTime:
     """Time per iteration of a hand-written loop with the same net, optimiser and schedule on `batches` (for
-    the comparison, SyntheticCifar.stream(): the same stream and batch as the Lightning path)."""
+    the comparison, SyntheticCifar.stream(): the same stream and batch as the Lightning path), with Python's
+    collector as people leave it (gc_mode="python") or off."""
+    if gc_mode == "manual":
+        raise ValueError("the plain loop has no collector policy: gc_mode python or off")
+    with collector(gc_mode):
+        return _plain_loop(make_net, batches, steps, warmup, switches, depth, wait)
+
+
+def _plain_loop(make_net: Callable[[], nn.Module], batches: Iterable, steps: int, warmup: int, switches: Mapping,
+                depth: int, wait: Callable[[], object] | None) -> StepTime:
     torch.manual_seed(0)
     dev = device()
     net = apply_switches(make_net(), switches).to(dev).train()
@@ -264,7 +299,7 @@ def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps:
     clock = Clock(warmup, warmup + steps, wait)
     for step, (x, y) in enumerate(clock.batches(batches)):
         if clock.elapsed is not None:
-            return StepTime(*(t / steps for t in clock.elapsed))
+            return clock.elapsed
         if step and step % LOG_EVERY == 0:
             rows.append(sums.tolist())
             sums.zero_()
@@ -330,5 +365,4 @@ def plain_graph_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifa
             if side is not None:
                 torch.cuda.current_stream().wait_stream(side)
     sync()
-    elapsed = StepTime(time.perf_counter() - began.wall, time.process_time() - began.cpu)
-    return StepTime(*(t / steps for t in elapsed))
+    return StepTime((time.perf_counter() - began.wall) / steps, (time.process_time() - began.cpu) / steps)

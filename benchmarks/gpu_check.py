@@ -32,8 +32,9 @@ class Part(NamedTuple):
 
 
 PARTS = [
-    Part("steps-resnet20", 50, ["step_times.py", "--nets", "20"],
-         ["step_times.py", "--nets", "8", "--steps", "1", "--warmup", "1", "--batch", "8", "--images", "64"]),
+    Part("steps-resnet20", 60, ["step_times.py", "--nets", "20", "--collector-off"],
+         ["step_times.py", "--nets", "8", "--steps", "2", "--warmup", "1", "--batch", "8", "--images", "64",
+          "--collector-off"]),
     Part("steps-resnet56", 60, ["step_times.py", "--nets", "56"],
          ["step_times.py", "--nets", "14", "--steps", "1", "--warmup", "1", "--batch", "8", "--images", "64"]),
     Part("steps-resnet110", 75, ["step_times.py", "--nets", "110", "--steps", "100", "--warmup", "20"],

@@ -1,17 +1,24 @@
 """The project's Lightning training path against a hand-written PyTorch loop, on the same net, data stream,
-optimiser, schedule and batch (benchmarks/common.py): steps/second of each and their ratio, and the framework's
-overhead per iteration in ms.
+optimiser, schedule and batch (benchmarks/common.py): their steps/s ratio, repeated until it holds, and the
+distribution of each loop's step times, with Python's garbage collector as each runs it and with it off.
 
-    python benchmarks/loop_overhead.py [--nets resnet20 tiny] [--repeats N] [--threads N] [--out FILE.md]
+    python benchmarks/loop_overhead.py [--nets resnet20 tiny] [--spread 0.02] [--max-repeats N] [--threads N]
+                                       [--out FILE.md]
 
-Each repeat times the loops in turn, in alternating order, over the same number of iterations after a warm-up:
-plain; Lightning without the progress bar; with it, as runs are configured by default; a bare LightningModule (the
-loss only, in a Trainer with nothing turned on: Lightning's own floor). The table gives the medians over the
-repeats, and the overhead is the median of the per-repeat differences, which cancels most of a shared machine's
-drift; beside the wall clock, the same from the process's CPU time, which other processes disturb less."""
+The loops, each timed over the same iterations after a warm-up, in turn, the order reversed every repeat:
+  project            Classifier in the Trainer as runs are configured by default: the progress bar, and the
+                     collector policy of gc.manual=true (automatic collection off, collections at boundaries)
+  project, Python's collector     the same with gc.manual=false
+  project, collector off          the same with the collector disabled throughout
+  plain              the loop as people write it: Python's collector on
+  plain, collector off
+The ratio is project's steps/s over plain's within each repeat; repeats go on until the last WINDOW ratios lie
+within +-spread of their median (or --max-repeats, and the report says it could not). The step-time distributions
+pool every repeat's timed iterations."""
 import argparse
 import importlib.util
 import logging
+import statistics
 import warnings
 from functools import partial
 from pathlib import Path
@@ -20,68 +27,95 @@ import torch
 from common import (
     StepTime,
     SyntheticCifar,
-    bare_lightning_step_time,
     cifar_net,
     device,
     lightning_step_time,
     machine,
-    median,
+    percentile,
     plain_step_time,
     publish,
     tiny_net,
 )
 
-# net -> (builder, depth for the schedule, timed iterations, warm-up iterations, repeats) on CPU; on a GPU the
-# iterations are far shorter: (timed, warm-up)
-NETS = {"resnet20": (cifar_net(20), 20, 20, 3, 5), "tiny": (tiny_net, 20, 1000, 100, 15)}
+# net -> (builder, depth for the schedule, timed iterations, warm-up iterations) on CPU; on a GPU: GPU_STEPS
+NETS = {"resnet20": (cifar_net(20), 20, 60, 5), "tiny": (tiny_net, 20, 1000, 100)}
 GPU_STEPS = {"resnet20": (300, 50), "tiny": (1000, 100)}
+WINDOW = 5  # the repeats whose ratios must agree
 RICH = importlib.util.find_spec("rich") is not None  # the progress bar's library (not on every GPU machine)
+PROJECT, PLAIN = "project", "plain"
 
 
-def measure(name: str, data: SyntheticCifar, repeats: int | None) -> tuple[int, dict[str, list[StepTime]]]:
-    """(timed iterations, {loop: its time per iteration in each repeat})."""
-    make_net, depth, steps, warmup, default_repeats = NETS[name]
+def loops(make_net, data: SyntheticCifar) -> dict:
+    """{loop name: run(steps=, warmup=, depth=) -> StepTime}."""
+    project = partial(lightning_step_time, make_net, data, progress_bar=RICH)
+    plain = lambda **kwargs: plain_step_time(make_net, data.stream(), **kwargs)  # noqa: E731 (a fresh stream)
+    return {PROJECT: partial(project, gc_mode="manual"),
+            "project, Python's collector": partial(project, gc_mode="python"),
+            "project, collector off": partial(project, gc_mode="off"),
+            PLAIN: partial(plain, gc_mode="python"),
+            "plain, collector off": partial(plain, gc_mode="off")}
+
+
+def ratio(times: dict[str, list[StepTime]], repeat: int) -> float:
+    """The project's steps/s over the plain loop's in one repeat."""
+    return times[PLAIN][repeat].wall / times[PROJECT][repeat].wall
+
+
+def spread(ratios: list[float]) -> float:
+    """How far the last WINDOW ratios lie from their median, as a fraction of it."""
+    last = ratios[-WINDOW:]
+    middle = statistics.median(last)
+    return max(abs(r - middle) for r in last) / middle
+
+
+def measure(name: str, data: SyntheticCifar, target: float, max_repeats: int) -> dict:
+    """Repeat the loops until the ratio holds; {steps, times: {loop: [StepTime per repeat]}, ratios}."""
+    make_net, depth, steps, warmup = NETS[name]
     if device().type == "cuda":
         steps, warmup = GPU_STEPS[name]
-    loops = {"plain": lambda **kwargs: plain_step_time(make_net, data.stream(), **kwargs),
-             "without progress bar": partial(lightning_step_time, make_net, data, progress_bar=False)}
-    if RICH:
-        loops["with progress bar"] = partial(lightning_step_time, make_net, data)
-    loops["bare LightningModule"] = partial(bare_lightning_step_time, make_net, data)
-    times = {loop: [] for loop in loops}
-    for repeat in range(repeats or default_repeats):
-        for loop, run in list(loops.items())[::1 if repeat % 2 == 0 else -1]:  # alternate the order
+    runs = loops(make_net, data)
+    times = {loop: [] for loop in runs}
+    ratios: list[float] = []
+    while len(ratios) < WINDOW or (spread(ratios) > target and len(ratios) < max_repeats):
+        order = list(runs.items())[::1 if len(ratios) % 2 == 0 else -1]
+        for loop, run in order:
             times[loop].append(run(steps=steps, warmup=warmup, depth=depth))
-    return steps, times
+        ratios.append(ratio(times, len(ratios)))
+        logging.getLogger("bench").warning(f"{name} repeat {len(ratios)}: ratio {ratios[-1]:.3f}")
+    return {"steps": steps, "times": times, "ratios": ratios}
 
 
-def table(results: dict[str, tuple[int, dict[str, list[StepTime]]]]) -> str:
-    """Medians over the repeats; an overhead is the median of the repeats' differences (Lightning - plain)."""
-    lines = ["| net, batch 128 | Lightning path | timed iterations | plain PyTorch (ms/iter) | Lightning (ms/iter) "
-             "| steps/s ratio Lightning/plain | overhead (ms/iter) | CPU time: ratio | CPU time: overhead (ms/iter) |",
+def ratio_line(name: str, result: dict, target: float) -> str:
+    ratios = result["ratios"]
+    held = spread(ratios) <= target
+    verdict = "held" if held else f"could not hold within +-{100 * target:.0f}% in {len(ratios)} repeats"
+    return (f"- {name}: project / plain steps/s = {statistics.median(ratios[-WINDOW:]):.3f} "
+            f"+- {100 * spread(ratios):.1f}% (median and spread of the last {WINDOW} of {len(ratios)} repeats of "
+            f"{result['steps']} iterations: {verdict}); every repeat: {', '.join(f'{r:.3f}' for r in ratios)}")
+
+
+def table(results: dict[str, dict]) -> str:
+    lines = ["| net, batch 128 | loop | steps/s | ms/iter (median of repeats) | step median (ms) | step p99 (ms) "
+             "| p99 / median | step max (ms) | CPU time (ms/iter) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, (steps, times) in results.items():
-        plain = times["plain"]
-        for loop in ("with progress bar", "without progress bar", "bare LightningModule"):
-            if loop not in times:
-                continue
-            cells = []
-            for clock in ("wall", "cpu"):
-                p, t = [getattr(x, clock) for x in plain], [getattr(x, clock) for x in times[loop]]
-                cells.append((1e3 * median(p), 1e3 * median(t), median(p) / median(t),
-                              1e3 * median([b - a for a, b in zip(p, t)])))
-            (p_ms, t_ms, ratio, over), (_, _, cpu_ratio, cpu_over) = cells
-            lines.append(f"| {name} | {loop} | {steps} x {len(plain)} | {p_ms:.2f} | {t_ms:.2f} | {ratio:.3f} "
-                         f"| {over:+.3f} | {cpu_ratio:.3f} | {cpu_over:+.3f} |")
+    for name, result in results.items():
+        for loop, times in result["times"].items():
+            wall = statistics.median(t.wall for t in times)
+            steps = [s for t in times for s in t.steps]
+            mid, p99 = statistics.median(steps), percentile(steps, 99)
+            lines.append(f"| {name} | {loop} | {1 / wall:.2f} | {1e3 * wall:.2f} | {1e3 * mid:.2f} | {1e3 * p99:.2f} "
+                         f"| {p99 / mid:.3f} | {1e3 * max(steps):.2f} | "
+                         f"{1e3 * statistics.median(t.cpu for t in times):.2f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", nargs="+", choices=list(NETS), default=list(NETS))
-    parser.add_argument("--repeats", type=int, help="default: 5 for resnet20, 15 for tiny")
+    parser.add_argument("--spread", type=float, default=0.02, help="the ratio's spread to reach (0.02: +-2%%)")
+    parser.add_argument("--max-repeats", type=int, default=12)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, the cores)")
-    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--out", type=Path, help="also write the report here (Markdown)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -90,8 +124,9 @@ def main() -> None:
     data = SyntheticCifar()
     data.setup()
     header = f"Lightning vs plain PyTorch loop, {device().type}: {machine()}"
-    results = {name: measure(name, data, args.repeats) for name in args.nets}
-    publish(header, table(results), args.out)
+    results = {name: measure(name, data, args.spread, args.max_repeats) for name in args.nets}
+    summary = "\n".join(ratio_line(name, result, args.spread) for name, result in results.items())
+    publish(header, f"{summary}\n\n{table(results)}", args.out)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The benchmark scripts keep working: each of their paths runs here on tiny settings (their numbers are theirs
 to print, not for tests to judge), and a compiled run trains through train.py into a checkpoint a plain net loads."""
+import gc
 import json
 import math
 import sys
@@ -15,6 +16,7 @@ import concurrent_runs  # noqa: E402
 import imagenet_decode  # noqa: E402
 import imagenet_input  # noqa: E402
 import loader  # noqa: E402
+import loop_overhead  # noqa: E402
 import packed  # noqa: E402
 import step_ops  # noqa: E402
 import test_times  # noqa: E402
@@ -31,12 +33,49 @@ def small_data() -> common.SyntheticCifar:
 
 
 def test_lightning_and_plain_loops_time_their_iterations():
+    """Each loop, with each collector setting, times its iterations one by one: the steps' seconds add up to the
+    window's wall time."""
     data = small_data()
-    for seconds in (common.lightning_step_time(common.tiny_net, data, steps=4, warmup=2),
-                    common.lightning_step_time(common.cifar_net(8), data, steps=2, warmup=1, progress_bar=False),
-                    common.bare_lightning_step_time(common.tiny_net, data, steps=4, warmup=2),
-                    common.plain_step_time(common.tiny_net, data.stream(), steps=4, warmup=2)):
-        assert 0 < seconds.wall < 10 and 0 < seconds.cpu
+    timed = [common.lightning_step_time(common.tiny_net, data, steps=4, warmup=2, gc_mode=mode)
+             for mode in common.COLLECTORS]
+    timed.append(common.lightning_step_time(common.cifar_net(8), data, steps=2, warmup=1, progress_bar=False))
+    timed += [common.plain_step_time(common.tiny_net, data.stream(), steps=4, warmup=2, gc_mode=mode)
+              for mode in ("python", "off")]
+    for seconds, steps in zip(timed, [4, 4, 4, 2, 4, 4], strict=True):
+        assert len(seconds.steps) == steps and seconds.cpu > 0
+        assert sum(seconds.steps) == pytest.approx(seconds.wall * steps, rel=1e-6)
+    with pytest.raises(ValueError, match="no collector policy"):
+        common.plain_step_time(common.tiny_net, data.stream(), steps=1, warmup=1, gc_mode="manual")
+    assert gc.isenabled()  # given back as it was
+
+
+def test_loop_overhead_repeats_until_its_ratio_holds(monkeypatch):
+    """Repeats go on until the last five ratios lie within the spread of their median, in alternating order, up to
+    --max-repeats; the report says whether the ratio held. The loops are stand-ins whose times are set here."""
+    plain_times = iter([1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0] + [1.0] * 20)
+    order = []
+
+    def loop(name):
+        def run(steps, warmup, depth):
+            order.append(name)
+            wall = next(plain_times) if name == loop_overhead.PLAIN else 1.0
+            return common.StepTime(wall, wall, (wall,) * steps)
+        return run
+
+    monkeypatch.setattr(loop_overhead, "loops", lambda make_net, data: {
+        loop_overhead.PROJECT: loop(loop_overhead.PROJECT), loop_overhead.PLAIN: loop(loop_overhead.PLAIN)})
+    result = loop_overhead.measure("tiny", None, target=0.02, max_repeats=12)
+    # repeat 5's 1.2 stays in the last five until repeat 10: five agreeing ratios only from repeat 6 to 10
+    assert result["ratios"] == [1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert order[:4] == [loop_overhead.PROJECT, loop_overhead.PLAIN, loop_overhead.PLAIN, loop_overhead.PROJECT]
+    assert "= 1.000 +- 0.0%" in loop_overhead.ratio_line("tiny", result, 0.02)
+    assert "held" in loop_overhead.ratio_line("tiny", result, 0.02)
+    short = loop_overhead.measure("tiny", None, target=0.0, max_repeats=5)
+    assert len(short["ratios"]) == 5  # the minimum; target 0 could be met by equal ratios, so break it
+    short["ratios"][-1] = 1.1
+    assert "could not hold within +-0% in 5 repeats" in loop_overhead.ratio_line("tiny", short, 0.0)
+    rows = loop_overhead.table({"tiny": result}).splitlines()[2:]
+    assert len(rows) == 2 and "| tiny | project | 1.00 |" in rows[0]
 
 
 def test_packed_benchmark_times_one_run_and_each_pack():
