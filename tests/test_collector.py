@@ -133,7 +133,8 @@ def test_a_long_run_with_manual_collection_keeps_its_memory_flat(tmp_path, cifar
     """2000 iterations, collected every 100, evaluated and checkpointed every 400: the first evaluations and
     checkpoints make what they keep (the modules and buffers of saving and evaluating, the allocator's pools), and
     over the run's second half, 1000 iterations, resident memory moves by less than 4 MB (4 kB an iteration would
-    show) and the collector's unfrozen objects by less than 1%: what an iteration leaves is collected, not kept."""
+    show) and the collector's unfrozen objects by fewer than 25 (one kept every 40 iterations would show; the
+    worker's own threads and logging move it by a few): what an iteration leaves is collected, not kept."""
     memory = Memory(every=100)
     cfg = compose_config(*FAST, f"data.root={cifar10_root}", "trainer.max_steps=2000", "data.batch_size=4",
                          "trainer.log_every_n_steps=50", "trainer.val_check_interval=400",
@@ -145,4 +146,4 @@ def test_a_long_run_with_manual_collection_keeps_its_memory_flat(tmp_path, cifar
     assert [step for step, _, _ in memory.samples] == list(range(50, 2000, 100))
     resident, objects = zip(*[(mb, count) for step, mb, count in memory.samples if step > 1000])
     assert max(resident) - min(resident) < 4, repr(memory.samples)
-    assert max(objects) < 1.01 * min(objects), repr(memory.samples)
+    assert max(objects) - min(objects) < 25, repr(memory.samples)
