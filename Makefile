@@ -70,8 +70,8 @@ gpu-check:  ## every GPU figure in one command of <= 8 min (GPU_OUT/check); DRY=
 gpu-fidelity:  ## the paper's 64k-iteration CIFAR-10 runs (ResNet/plain-20/56; ResNet-20 in fp32 too) in <= 9 min; DRY=1: 4 its on CPU
 	$(GPU_PY) benchmarks/gpu_fidelity.py --out $(GPU_OUT)/fidelity $(if $(DRY),--dry)
 
-gpu-bundle: $(INSTALLED)  ## .gpu/: the wheels a GPU machine lacks, and ../shared/data's CIFAR-10 copy where present (carry it)
-	$(PY) benchmarks/gpu_bundle.py --dest .gpu
+gpu-bundle: $(INSTALLED)  ## .gpu/: the wheels a GPU machine lacks (carry it); GPU_DATA=DIR adds DIR's CIFAR-10 copy
+	$(PY) benchmarks/gpu_bundle.py --dest .gpu $(if $(GPU_DATA),--data $(GPU_DATA))
 
 CONTRACT := ../shared/contract/check.sh
 contract:  ## maintainers: the cross-issue contract checks of their shared folder ($(CONTRACT))
