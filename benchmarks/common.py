@@ -35,7 +35,7 @@ from deepres.config import if_cuda
 from deepres.data.cifar import CifarDataModule, Normalize
 from deepres.models import CifarResNet
 from deepres.models.build import STEP_GRAPH, apply_switches
-from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
 from deepres.training.collector import ManualCollection
 from deepres.training.module import Classifier

@@ -34,7 +34,7 @@ from deepres.models import CifarResNet
 from deepres.models.build import STEP_GRAPH, apply_switches
 from deepres.packing.members import freeze_member
 from deepres.packing.optimizer import PackedSGD
-from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.training.module import Classifier
 
 NETS = {"resnet20": 20, "resnet56": 56}

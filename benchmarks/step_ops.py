@@ -36,7 +36,7 @@ from deepres.data.fake_cifar import write_cifar10
 from deepres.models import CifarResNet
 from deepres.models.build import apply_switches
 from deepres.packing.members import Pack
-from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
 from deepres.training.build import build_datamodule, build_module, make_trainer
 from deepres.training.checkpoints import MemberCheckpointIO, tensors_in

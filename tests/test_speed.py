@@ -15,7 +15,7 @@ from deepres.data.cifar import CifarDataModule
 from deepres.errors import UserError
 from deepres.models import CifarResNet, build, construct
 from deepres.models.build import apply_switches, compile_mode
-from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.training.checkpoints import RunCheckpoints
 from deepres.training.module import Classifier
 from deepres.training.progress import StepProgressBar

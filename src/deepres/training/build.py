@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from deepres.errors import Diverged
 from deepres.models.build import STEP_GRAPH
 from deepres.packing.members import Pack
-from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
 from deepres.training.collector import ManualCollection

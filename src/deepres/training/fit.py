@@ -16,7 +16,8 @@ from deepres.errors import Diverged, UserError
 from deepres.packing.members import Pack
 from deepres.packing.plan import MEMBER_KEYS, pack_key
 from deepres.runs.lifecycle import Member, mark_failed, recorded, report_outcome
-from deepres.runs.metrics_csv import MetricsCSVLogger, final_metrics
+from deepres.runs.metrics_csv import final_metrics
+from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
 from deepres.runs.signals import Interrupted, graceful_stop
 from deepres.training.build import build_datamodule, build_loggers, build_module, make_trainer

@@ -18,7 +18,7 @@ from torch import nn
 
 from deepres.errors import Diverged
 from deepres.packing.optimizer import set_member_lrs
-from deepres.runs.metrics_csv import MetricsCSVLogger
+from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.training.schedule import IterationSchedule
 from deepres.training.step_graph import StepGraphOptimizer, autocast_for, check_capturable
 
