@@ -64,8 +64,8 @@ bench: $(INSTALLED)  ## CPU speed benchmarks: Lightning vs plain loop, loaders, 
 GPU_PY = $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 GPU_OUT ?= $(or $(OUT),$(if $(DRY),/tmp/deepres-gpu-dry,benchmarks/results/gpu))
 .PHONY: gpu-check gpu-fidelity gpu-bundle
-gpu-check:  ## every GPU figure in one command of <= 8 min (GPU_OUT/check); DRY=1: tiny settings on this CPU
-	$(GPU_PY) benchmarks/gpu_check.py --out $(GPU_OUT)/check $(if $(DRY),--dry)
+gpu-check:  ## every GPU figure in one command of <= 8 min (GPU_OUT/check); GPU_PARTS="packs ..." some; DRY=1: on this CPU
+	$(GPU_PY) benchmarks/gpu_check.py --out $(GPU_OUT)/check $(if $(DRY),--dry) $(if $(GPU_PARTS),--parts $(GPU_PARTS))
 
 gpu-fidelity:  ## the paper's 64k-iteration CIFAR-10 runs (ResNet/plain-20/56; ResNet-20 in fp32 too) in <= 9 min; DRY=1: 4 its on CPU
 	$(GPU_PY) benchmarks/gpu_fidelity.py --out $(GPU_OUT)/fidelity $(if $(DRY),--dry)

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,10 +75,19 @@ def cifar_root(bundle: Path = BUNDLE, dest: Path = Path("/tmp/deepres-cifar10"))
     return dest
 
 
-def machine_line(env: dict) -> str:
+# how the GPU scripts start a child: (argv, env, timeout) -> its exit status and output, or subprocess.TimeoutExpired
+Runner = Callable[[list[str], dict, float | None], subprocess.CompletedProcess]
+
+
+def fresh_process(argv: list[str], env: dict, timeout: float | None) -> subprocess.CompletedProcess:
+    """The command in a fresh interpreter of its own, from the repository root, as on the GPU machine."""
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def machine_line(env: dict, run: Runner = fresh_process) -> str:
     """common.machine() (GPU, torch, commit, date) as the children see it: in their environment."""
     probe = f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import common; print(common.machine())"
-    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, cwd=ROOT)
+    proc = run([sys.executable, "-c", probe], env, None)
     return proc.stdout.strip() or proc.stderr.strip()[-300:]
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from gpu_bundle import BUNDLE, environment, machine_line
+from gpu_bundle import BUNDLE, Runner, environment, fresh_process, machine_line
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -79,12 +79,12 @@ def command(part: Part, dry: bool, scratch: Path) -> list[str]:
     return [sys.executable, str(HERE / args[0]), *args[1:], *extra]
 
 
-def run_part(part: Part, dry: bool, scratch: Path, seconds: float, env: dict) -> Outcome:
+def run_part(part: Part, dry: bool, scratch: Path, seconds: float, env: dict, run: Runner) -> Outcome:
     argv = command(part, dry, scratch)
     shown = shlex.join(argv)
     began = time.perf_counter()
     try:
-        proc = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=seconds)
+        proc = run(argv, env, seconds)
         status, output = ("ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})",
                           proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired as stopped:
@@ -100,7 +100,8 @@ def run_part(part: Part, dry: bool, scratch: Path, seconds: float, env: dict) ->
     return Outcome(part.name, shown, status, took, report, output[-20000:])
 
 
-def check(out: Path, dry: bool, budget: float, parts: list[Part]) -> list[Outcome]:
+def check(out: Path, dry: bool, budget: float, parts: list[Part], run: Runner = fresh_process) -> list[Outcome]:
+    """Run the parts in turn (each with `run`), most valuable first, until the budget is spent; write the report."""
     out.mkdir(parents=True, exist_ok=True)
     env = environment(BUNDLE)
     outcomes, deadline = [], time.perf_counter() + budget
@@ -111,11 +112,11 @@ def check(out: Path, dry: bool, budget: float, parts: list[Part]) -> list[Outcom
                 outcomes.append(Outcome(part.name, "", "skipped (overall budget spent)", 0.0, "", ""))
                 continue
             seconds = left if dry else min(part.seconds, left)
-            outcomes.append(run_part(part, dry, Path(scratch), seconds, env))
+            outcomes.append(run_part(part, dry, Path(scratch), seconds, env, run))
             print(f"{part.name}: {outcomes[-1].status} in {outcomes[-1].seconds:.0f} s", flush=True)
         steps = [row for part in parts if (Path(scratch) / f"{part.name}.json").exists()
                  for row in json.loads((Path(scratch) / f"{part.name}.json").read_text())["rows"]]
-    write(out, outcomes, steps, dry, machine_line(env))
+    write(out, outcomes, steps, dry, machine_line(env, run))
     return outcomes
 
 

@@ -1,5 +1,8 @@
-"""The prepared GPU commands cannot rot: make gpu-check DRY=1 and make gpu-fidelity DRY=1 run every part here, with
-tiny settings on the CPU, into the folders a GPU run writes; a part that hangs or fails costs its slot only."""
+"""The prepared GPU commands cannot rot: the GPU check's every part and make gpu-fidelity DRY=1 run here, with tiny
+settings on the CPU, into the folders a GPU run writes; a part that hangs or fails costs its slot only.
+
+The check's parts run as children of the suite's zygote (their own processes, without the start-up of torch and
+Lightning that each of the eight would pay); make gpu-check runs one part through make as a user runs it."""
 import csv
 import json
 import os
@@ -9,22 +12,27 @@ from pathlib import Path
 
 import pytest
 from helpers.train import ROOT
+from helpers.zygote import ZYGOTE
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import gpu_check  # noqa: E402
 
 
-def make(target: str, out) -> subprocess.CompletedProcess:
+def make(target: str, out, *variables: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "OUT")}
-    return subprocess.run(["make", target, "DRY=1", f"GPU_OUT={out}", f"PYTHON={sys.executable}"], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=1500)
+    return subprocess.run(["make", target, "DRY=1", f"GPU_OUT={out}", f"PYTHON={sys.executable}", *variables],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+
+
+def forked(argv: list[str], env: dict, timeout: float | None) -> subprocess.CompletedProcess:
+    return ZYGOTE.run(argv, cwd=ROOT, env=env, timeout=timeout)
 
 
 @pytest.mark.slow
 def test_the_gpu_check_runs_every_part_and_writes_one_folder(tmp_path):
-    proc = make("gpu-check", tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     folder = tmp_path / "check"
+    outcomes = gpu_check.check(folder, dry=True, budget=gpu_check.DRY_BUDGET, parts=gpu_check.PARTS, run=forked)
+    assert all(o.status == "ok" for o in outcomes), [(o.name, o.status, o.output[-2000:]) for o in outcomes]
     assert sorted(p.name for p in folder.iterdir()) == ["report.md", "results.json", "steps.csv"]
     results = json.loads((folder / "results.json").read_text())
     assert [p["name"] for p in results["parts"]] == [p.name for p in gpu_check.PARTS]
@@ -38,17 +46,25 @@ def test_the_gpu_check_runs_every_part_and_writes_one_folder(tmp_path):
     assert "| ResNet-8 | fp32 | lightning eager |" in report and "pack of 2" in report and "ResNet-18" in report
 
 
+def test_make_gpu_check_runs_the_parts_it_is_given(tmp_path):
+    proc = make("gpu-check", tmp_path, "GPU_PARTS=requires-cuda-tests")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "check" / "results.json").read_text())
+    assert [(p["name"], p["status"]) for p in results["parts"]] == [("requires-cuda-tests", "ok")] and results["dry"]
+    assert "7 skipped" in results["parts"][0]["output"]  # no GPU here: the requires_cuda tests were collected
+
+
 def test_a_part_that_hangs_or_fails_costs_its_slot_only(tmp_path):
     parts = [gpu_check.Part("hangs", 3, ["-c", "import time; time.sleep(60)"], []),
              gpu_check.Part("fails", 10, ["-c", "raise SystemExit('no GPU today')"], []),
              gpu_check.Part("works", 10, ["-c", "print('fine')"], [])]
-    outcomes = gpu_check.check(tmp_path, dry=False, budget=60, parts=parts)
+    outcomes = gpu_check.check(tmp_path, dry=False, budget=60, parts=parts, run=forked)
     assert [(o.name, o.status) for o in outcomes] == [("hangs", "over 3 s"), ("fails", "failed (exit 1)"),
                                                       ("works", "ok")]
     assert outcomes[0].seconds < 10
     report = (tmp_path / "report.md").read_text()
     assert "| hangs | over 3 s |" in report and "no GPU today" in report
-    outcomes = gpu_check.check(tmp_path, dry=False, budget=6, parts=parts)  # then the overall budget is spent
+    outcomes = gpu_check.check(tmp_path, dry=False, budget=6, parts=parts, run=forked)  # the overall budget spent
     assert [o.status for o in outcomes] == ["over 3 s"] + ["skipped (overall budget spent)"] * 2
 
 

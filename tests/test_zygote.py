@@ -20,6 +20,14 @@ def test_a_child_has_its_argv_cwd_environment_output_and_exit_status(tmp_path):
     assert seen["main"] == "__main__" and seen["pid"] not in (os.getpid(), ZYGOTE._proc.pid)
 
 
+def test_a_child_runs_a_module_or_code_as_python_m_and_c_do(tmp_path):
+    (tmp_path / "greet.py").write_text("import sys; print('module', sys.argv[1:], __name__); sys.exit(4)")
+    proc = ZYGOTE.run([sys.executable, "-m", "greet", "a"], cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (4, "module ['a'] __main__\n"), proc.stderr
+    proc = ZYGOTE.run([sys.executable, "-c", "import sys; print(sys.argv, __name__)", "b"], cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, "['-c', 'b'] __main__\n"), proc.stderr
+
+
 def test_kill_9_reaches_the_child_alone_and_its_session_when_asked(tmp_path):
     for new_session in (False, True):
         proc = ZYGOTE.start([sys.executable, SCRIPT, "sleep"], cwd=tmp_path, capture=True,

@@ -101,7 +101,8 @@ class Zygote:
 
     def popen(self, args: list[str], cwd, env: dict | None = None, stdin=None, stdout=None, stderr=None,
               start_new_session: bool = False) -> ForkedProcess:
-        """Start `python SCRIPT ARGS...` (args[0] is the interpreter, as for subprocess) as a child of the zygote;
+        """Start `python SCRIPT ARGS...`, `python -m MODULE ARGS...` or `python -c CODE ARGS...` (args[0] is the
+        interpreter, as for subprocess) as a child of the zygote;
         stdin/stdout/stderr are file descriptors (None: /dev/null)."""
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
@@ -144,7 +145,8 @@ ZYGOTE = Zygote()
 
 
 def _child(request: dict, fds: list[int], server: socket.socket, started: int) -> None:
-    """In the forked child: become `python SCRIPT ARGS...` and run it as __main__ (never returns)."""
+    """In the forked child: become `python SCRIPT|-m MODULE|-c CODE ARGS...` and run it as __main__ (never
+    returns)."""
     import runpy
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.set_wakeup_fd(-1)
@@ -163,14 +165,22 @@ def _child(request: dict, fds: list[int], server: socket.socket, started: int) -
         # count decides how sums are split, so a run must get the one it asked for
         import torch
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    script = request["argv"][0]
-    sys.argv = list(request["argv"])
-    # as a fresh interpreter builds it: the script's folder, then the child's PYTHONPATH, then the rest
+    argv = request["argv"]
+    # as a fresh interpreter builds sys.argv and sys.path: `-m MODULE` and `-c CODE` as python does (the cwd first),
+    # a script with its folder first; then the child's PYTHONPATH, then the rest
+    form = argv[0] if argv[0] in ("-m", "-c") else None
+    sys.argv = [form, *argv[2:]] if form else list(argv)  # runpy puts the module's path in place of -m
+    first = os.getcwd() if form else str(Path(argv[0]).resolve().parent)
     inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    sys.path[:1] = [str(Path(script).resolve().parent), *inherited]
+    sys.path[:1] = [first, *inherited]
     os.write(started, b"1")  # as Popen returns after exec: its session, streams and cwd are set
     os.close(started)
-    runpy.run_path(script, run_name="__main__")
+    if form == "-m":
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    elif form == "-c":
+        exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+    else:
+        runpy.run_path(argv[0], run_name="__main__")
     sys.exit(0)
 
 
