@@ -3,8 +3,9 @@ as hydra-submitit-launcher runs them on its own: Hydra's test apps, not this pro
 apps that cannot be packed exactly as their plain counterparts.
 
 Not collected by `make test` itself: tests/test_launcher_suites.py runs this file in a pytest process of its own
-per launcher (SUITE_LAUNCHER=deepres_local, ...), because the suites make Hydra scan its plugins afresh, which
-re-executes the plugin modules (Hydra's BasicSweeper among them) under the other tests' feet."""
+(SUITE_LAUNCHERS=deepres_local,deepres_packed: the launchers to test, comma-separated), because the suites make
+Hydra scan its plugins afresh, which re-executes the plugin modules (Hydra's BasicSweeper among them) under the other
+tests' feet."""
 import os
 
 import pytest
@@ -16,8 +17,8 @@ LOCAL = ["hydra.launcher.timeout_min=2"]
 SLURM = ["hydra.launcher.timeout_min=5", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
          "hydra.launcher.status_poll_s=2"]
 OVERRIDES = {"deepres_local": LOCAL, "deepres_packed": LOCAL, "deepres_slurm": SLURM, "deepres_packed_slurm": SLURM}
-NAME = os.environ.get("SUITE_LAUNCHER", "deepres_local")
-LAUNCHERS = [pytest.param(NAME, OVERRIDES[NAME], id=NAME.removeprefix("deepres_"))]
+NAMES = os.environ.get("SUITE_LAUNCHERS", "deepres_local").split(",")
+LAUNCHERS = [pytest.param(name, OVERRIDES[name], id=name.removeprefix("deepres_")) for name in NAMES]
 
 
 def test_discovery():
