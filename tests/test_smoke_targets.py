@@ -31,6 +31,8 @@ def test_the_imagenet_smoke_targets_share_one_folder_as_the_reproduce_targets_do
     then Fig. 4 and Table 2 (two more nets): the reproduce targets share multirun/imagenet the same way."""
     make("smoke-table3", SMOKE_TABLE3_DIR=tmp_path)
     assert len(evaluated(tmp_path)) == 7
+    # two iterations and final.ckpt alone (conf/sweep/smoke_imagenet.yaml): ResNet-152's checkpoint is 0.5 GB
+    assert {tuple(p.name for p in run.glob("checkpoints/*")) for run in tmp_path.glob("model.*")} == {("final.ckpt",)}
     table = (tmp_path / "table3.md").read_text()
     assert all(net in table for net in ("ResNet-50", "ResNet-101", "ResNet-152"))
 
@@ -39,7 +41,7 @@ def test_the_imagenet_smoke_targets_share_one_folder_as_the_reproduce_targets_do
     runs = {run.name: json.loads((run / "eval_multi_scale.json").read_text()) for run in tmp_path.iterdir()
             if (run / "eval_multi_scale.json").exists()}
     # make reproduce-table4 evaluates every finished run of the folder multi-scale: Table 3's seven, of which it shows 5
-    assert len(runs) == 7 and all(r["mode"] == "multi_scale" and r["step"] == 4 for r in runs.values())
+    assert len(runs) == 7 and all(r["mode"] == "multi_scale" and r["step"] == 2 for r in runs.values())
     table = (tmp_path / "table4.md").read_text()
     assert table.startswith("### Table 4") and "Our errors are multi-scale, as the paper's" in table
     rows = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ResNet")}
@@ -49,7 +51,7 @@ def test_the_imagenet_smoke_targets_share_one_folder_as_the_reproduce_targets_do
     fig4 = make("smoke-fig4", SMOKE_FIG4_DIR=tmp_path)
     assert (fig4.stdout + fig4.stderr).count("already finished") == 2  # plain-34 and ResNet-34 A: Table 3's
     runs = evaluated(tmp_path)
-    assert len(runs) == 9 and all(r["mode"] == "ten_crop" and r["step"] == 4 for r in runs.values())
+    assert len(runs) == 9 and all(r["mode"] == "ten_crop" and r["step"] == 2 for r in runs.values())
     assert sum("depth=18" in name for name in runs) == 2
     assert {"fig4.png", "fig4.pdf", "table2.md"} <= {p.name for p in tmp_path.iterdir()}
     assert "ResNet-34" in (tmp_path / "table2.md").read_text()
