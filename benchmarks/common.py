@@ -168,7 +168,28 @@ class Clock:
     def __init__(self, start: int, stop: int, wait: Callable[[], object] | None = None):
         self.start, self.stop, self.wait = start, stop, wait
         self.marks: list = []
+        self.pauses: list[tuple[int, object, object, float]] = []  # (step, wall mark, wall mark, CPU seconds)
+        self._paused: tuple[object, float] | None = None
         self.elapsed: StepTime | None = None
+
+    def _now(self) -> object:
+        """A mark on the timeline the steps are measured on: the host's clock, or the GPU's (a recorded event)."""
+        if not torch.cuda.is_available():
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def pause(self) -> None:
+        """Leave out of the timed steps what runs until resume(): the other loop of an interleaved pair."""
+        if self.marks and self.elapsed is None:
+            self._paused = (self._now(), time.process_time())
+
+    def resume(self) -> None:
+        if self._paused is not None:
+            began, cpu = self._paused
+            self.pauses.append((len(self.marks) - 1, began, self._now(), time.process_time() - cpu))
+            self._paused = None
 
     def batches(self, stream: Iterable) -> Iterator:
         for i, batch in enumerate(stream):
@@ -182,21 +203,22 @@ class Clock:
         if i == self.start and self.wait is not None:
             self.wait()
         now = (time.perf_counter(), time.process_time())
-        if torch.cuda.is_available():
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self.marks.append(event)
-        else:
-            self.marks.append(now[0])
+        self.marks.append(self._now())
         if i == self.start:
             self.began = now
         elif i == self.stop:
             sync()  # the last event recorded
-            marks = self.marks
-            steps = ([a.elapsed_time(b) / 1e3 for a, b in zip(marks, marks[1:])] if torch.cuda.is_available()
-                     else [b - a for a, b in zip(marks, marks[1:])])
+            steps = [_seconds(a, b) for a, b in zip(self.marks, self.marks[1:])]
+            for step, began, ended, _ in self.pauses:
+                steps[step] -= _seconds(began, ended)
             n = self.stop - self.start
-            self.elapsed = StepTime((now[0] - self.began[0]) / n, (now[1] - self.began[1]) / n, tuple(steps))
+            cpu = now[1] - self.began[1] - sum(pause[3] for pause in self.pauses)
+            self.elapsed = StepTime(sum(steps) / n, cpu / n, tuple(steps))
+
+
+def _seconds(a, b) -> float:
+    """Seconds between two of Clock's marks (host times, or CUDA events)."""
+    return a.elapsed_time(b) / 1e3 if isinstance(a, torch.cuda.Event) else b - a
 
 
 def percentile(values: Iterable[float], q: float) -> float:
@@ -244,24 +266,28 @@ class _Timed:
 
 def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,
                         switches: Mapping = {}, depth: int = 20, progress_bar: bool = True,
-                        wait: Callable[[], object] | None = None, gc_mode: str = "manual") -> StepTime:
-    """Time per iteration of the project's training path (gc_mode: its collector policy, or one of COLLECTORS)."""
+                        wait: Callable[[], object] | None = None, gc_mode: str = "manual",
+                        interleave: Callable[[Clock], L.Callback] | None = None) -> StepTime:
+    """Time per iteration of the project's training path (gc_mode: its collector policy, or one of COLLECTORS);
+    interleave(its clock) makes a callback that runs another loop between its iterations, clock paused."""
     torch.manual_seed(0)
     net = apply_switches(make_net(), switches)
     with tempfile.TemporaryDirectory() as run_dir:
         module = Classifier(net, partial(torch.optim.SGD, **SGD), [paper_schedule(depth)], data.eval_names,
                             loggers=[[MetricsCSVLogger(run_dir)]], step_graph=switches.get("compile") == STEP_GRAPH)
-        return project_fit_time(module, data, steps, warmup, switches, run_dir, progress_bar, wait, gc_mode)
+        return project_fit_time(module, data, steps, warmup, switches, run_dir, progress_bar, wait, gc_mode,
+                                interleave)
 
 
 def project_fit_time(module: L.LightningModule, data: SyntheticCifar, steps: int, warmup: int, switches: Mapping,
                      run_dir: str, progress_bar: bool = True, wait: Callable[[], object] | None = None,
-                     gc_mode: str = "manual") -> StepTime:
+                     gc_mode: str = "manual", interleave: Callable[[Clock], L.Callback] | None = None) -> StepTime:
     """Fit `module` in a Trainer configured as conf/trainer/default.yaml, with the run's checkpoint callback,
     progress bar and collector policy (gc_mode); the time per iteration of its timed window."""
     data.clock = clock = Clock(warmup, warmup + steps, wait)
     callbacks = [RunCheckpoints(run_dir, NEVER)] + ([StepProgressBar()] if progress_bar else [])
     callbacks += [ManualCollection(GC_EVERY)] if gc_mode == "manual" else []
+    callbacks += [interleave(clock)] if interleave else []
     trainer = L.Trainer(accelerator="auto", devices=1, precision=precision(switches), max_steps=warmup + steps + 1,
                         max_epochs=-1, val_check_interval=NEVER, check_val_every_n_epoch=None,
                         log_every_n_steps=LOG_EVERY, num_sanity_val_steps=0, enable_checkpointing=False,
@@ -288,6 +314,15 @@ def plain_step_time(make_net: Callable[[], nn.Module], batches: Iterable, steps:
 
 def _plain_loop(make_net: Callable[[], nn.Module], batches: Iterable, steps: int, warmup: int, switches: Mapping,
                 depth: int, wait: Callable[[], object] | None) -> StepTime:
+    clock = Clock(warmup, warmup + steps, wait)
+    for _ in plain_iterations(make_net, clock.batches(batches), switches, depth):
+        if clock.elapsed is not None:
+            return clock.elapsed
+
+
+def plain_iterations(make_net: Callable[[], nn.Module], batches: Iterable, switches: Mapping = {}, depth: int = 20
+                     ) -> Iterator[None]:
+    """The hand-written loop, one iteration per step of the iterator (its batch drawn at the start of the step)."""
     torch.manual_seed(0)
     dev = device()
     net = apply_switches(make_net(), switches).to(dev).train()
@@ -296,10 +331,7 @@ def _plain_loop(make_net: Callable[[], nn.Module], batches: Iterable, steps: int
     bf16 = precision(switches) == "bf16-mixed"
     autocast = partial(torch.autocast, dev.type, dtype=torch.bfloat16) if bf16 else nullcontext
     sums, rows = torch.zeros(3, device=dev), []
-    clock = Clock(warmup, warmup + steps, wait)
-    for step, (x, y) in enumerate(clock.batches(batches)):
-        if clock.elapsed is not None:
-            return clock.elapsed
+    for step, (x, y) in enumerate(batches):
         if step and step % LOG_EVERY == 0:
             rows.append(sums.tolist())
             sums.zero_()
@@ -312,6 +344,7 @@ def _plain_loop(make_net: Callable[[], nn.Module], batches: Iterable, steps: int
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        yield
 
 
 def plain_graph_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar, steps: int, warmup: int,

@@ -5,26 +5,31 @@ distribution of each loop's step times, with Python's garbage collector as each 
     python benchmarks/loop_overhead.py [--nets resnet20 tiny] [--spread 0.02] [--max-repeats N] [--threads N]
                                        [--out FILE.md]
 
-The loops, each timed over the same iterations after a warm-up, in turn, the order reversed every repeat:
+The loops run in pairs, interleaved: inside the project's fit, after every BLOCK of its iterations, BLOCK of the
+plain loop's, each loop's clock paused while the other runs. A shared machine's speed drifts by several per cent
+from one ten-second window to the next; interleaved, both loops see the same drift. The pairs:
   project            Classifier in the Trainer as runs are configured by default: the progress bar, and the
                      collector policy of gc.manual=true (automatic collection off, collections at boundaries)
-  project, Python's collector     the same with gc.manual=false
-  project, collector off          the same with the collector disabled throughout
-  plain              the loop as people write it: Python's collector on
-  plain, collector off
-The ratio is project's steps/s over plain's within each repeat; repeats go on until the last WINDOW ratios lie
-within +-spread of their median (or --max-repeats, and the report says it could not). The step-time distributions
-pool every repeat's timed iterations."""
+    with plain       the loop as people write it: Python's collector on, nothing frozen, during its blocks
+  project, Python's collector     the same with gc.manual=false, with plain again
+  project, collector off          the same with the collector disabled throughout, with plain, collector off
+The ratio is project's steps/s over plain's in the first pair of each repeat; repeats (the pairs' order reversed
+every repeat) go on until the last WINDOW ratios lie within +-spread of their median (or --max-repeats, and the
+report says it could not). The step-time distributions pool every repeat's timed iterations."""
 import argparse
+import gc
 import importlib.util
 import logging
 import statistics
 import warnings
-from functools import partial
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import lightning as L
 import torch
 from common import (
+    Clock,
     StepTime,
     SyntheticCifar,
     cifar_net,
@@ -32,7 +37,7 @@ from common import (
     lightning_step_time,
     machine,
     percentile,
-    plain_step_time,
+    plain_iterations,
     publish,
     tiny_net,
 )
@@ -40,25 +45,75 @@ from common import (
 # net -> (builder, depth for the schedule, timed iterations, warm-up iterations) on CPU; on a GPU: GPU_STEPS
 NETS = {"resnet20": (cifar_net(20), 20, 60, 5), "tiny": (tiny_net, 20, 1000, 100)}
 GPU_STEPS = {"resnet20": (300, 50), "tiny": (1000, 100)}
+BLOCK, GPU_BLOCK = 10, 50  # iterations of one loop before the other's turn
 WINDOW = 5  # the repeats whose ratios must agree
 RICH = importlib.util.find_spec("rich") is not None  # the progress bar's library (not on every GPU machine)
 PROJECT, PLAIN = "project", "plain"
+# (project loop, its collector mode; plain loop, its collector mode): the first pair gives the ratio
+PAIRS = [(PROJECT, "manual", PLAIN, "python"), ("project, Python's collector", "python", PLAIN, "python"),
+         ("project, collector off", "off", "plain, collector off", "off")]
 
 
-def loops(make_net, data: SyntheticCifar) -> dict:
-    """{loop name: run(steps=, warmup=, depth=) -> StepTime}."""
-    project = partial(lightning_step_time, make_net, data, progress_bar=RICH)
-    plain = lambda **kwargs: plain_step_time(make_net, data.stream(), **kwargs)  # noqa: E731 (a fresh stream)
-    return {PROJECT: partial(project, gc_mode="manual"),
-            "project, Python's collector": partial(project, gc_mode="python"),
-            "project, collector off": partial(project, gc_mode="off"),
-            PLAIN: partial(plain, gc_mode="python"),
-            "plain, collector off": partial(plain, gc_mode="off")}
+@contextmanager
+def plain_collector(mode: str) -> Iterator[None]:
+    """Python's collector as the plain loop has it during its blocks ("python": on, nothing frozen; "off"), and
+    back as the project's loop had it after."""
+    enabled, frozen = gc.isenabled(), gc.get_freeze_count()
+    if mode == "python":
+        gc.unfreeze()
+        gc.enable()
+    else:
+        gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable() if enabled else gc.disable()
+        if frozen:
+            gc.freeze()
 
 
-def ratio(times: dict[str, list[StepTime]], repeat: int) -> float:
-    """The project's steps/s over the plain loop's in one repeat."""
-    return times[PLAIN][repeat].wall / times[PROJECT][repeat].wall
+class Interleave(L.Callback):
+    """After every `block` of the project's iterations in its timed window, `block` of the plain loop's (its warm-up
+    before its first block), the project's clock paused meanwhile and the plain loop's running only then."""
+
+    def __init__(self, clock: Clock, plain: Iterator, plain_clock: Clock, block: int, warmup: int, gc_mode: str):
+        self.clock, self.plain, self.plain_clock, self.block = clock, plain, plain_clock, block
+        self.todo, self.gc_mode = warmup, gc_mode
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if not self.clock.marks or self.clock.elapsed is not None or trainer.global_step % self.block:
+            return
+        self.clock.pause()
+        with plain_collector(self.gc_mode):
+            self.plain_clock.resume()
+            for _ in range(self.todo + self.block):
+                if self.plain_clock.elapsed is not None:
+                    break
+                next(self.plain)
+            self.plain_clock.pause()
+        self.todo = 0
+        self.clock.resume()
+
+
+def interleaved(make_net, project_data: SyntheticCifar, plain_data: SyntheticCifar, project_gc: str, plain_gc: str,
+                steps: int, warmup: int, depth: int, block: int) -> tuple[StepTime, StepTime]:
+    """One pair: the project's loop (collector mode project_gc) with the plain loop's blocks between its own."""
+    plain_clock = Clock(warmup, warmup + steps)
+    plain = plain_iterations(make_net, plain_clock.batches(plain_data.stream()), depth=depth)
+    callback = lambda clock: Interleave(clock, plain, plain_clock, block, warmup, plain_gc)  # noqa: E731
+    project = lightning_step_time(make_net, project_data, steps, warmup, depth=depth, progress_bar=RICH,
+                                  gc_mode=project_gc, interleave=callback)
+    with plain_collector(plain_gc):
+        while plain_clock.elapsed is None:  # what the last block left (an iteration or two), alone
+            next(plain)
+    return project, plain_clock.elapsed
+
+
+def pairs(make_net, project_data: SyntheticCifar, plain_data: SyntheticCifar) -> list[tuple[str, str, Callable]]:
+    """[(project loop, plain loop, run(steps=, warmup=, depth=, block=) -> (project StepTime, plain StepTime))]."""
+    return [(project, plain, lambda project_gc=project_gc, plain_gc=plain_gc, **kwargs: interleaved(
+        make_net, project_data, plain_data, project_gc, plain_gc, **kwargs))
+            for project, project_gc, plain, plain_gc in PAIRS]
 
 
 def spread(ratios: list[float]) -> float:
@@ -68,19 +123,24 @@ def spread(ratios: list[float]) -> float:
     return max(abs(r - middle) for r in last) / middle
 
 
-def measure(name: str, data: SyntheticCifar, target: float, max_repeats: int) -> dict:
-    """Repeat the loops until the ratio holds; {steps, times: {loop: [StepTime per repeat]}, ratios}."""
+def measure(name: str, data: tuple[SyntheticCifar, SyntheticCifar], target: float, max_repeats: int) -> dict:
+    """Repeat the pairs until the ratio holds; {steps, times: {loop: [StepTime per run]}, ratios}."""
     make_net, depth, steps, warmup = NETS[name]
+    block = BLOCK
     if device().type == "cuda":
-        steps, warmup = GPU_STEPS[name]
-    runs = loops(make_net, data)
-    times = {loop: [] for loop in runs}
+        (steps, warmup), block = GPU_STEPS[name], GPU_BLOCK
+    runs = pairs(make_net, *data)
+    times = {loop: [] for project, plain, _ in runs for loop in (project, plain)}
     ratios: list[float] = []
     while len(ratios) < WINDOW or (spread(ratios) > target and len(ratios) < max_repeats):
-        order = list(runs.items())[::1 if len(ratios) % 2 == 0 else -1]
-        for loop, run in order:
-            times[loop].append(run(steps=steps, warmup=warmup, depth=depth))
-        ratios.append(ratio(times, len(ratios)))
+        order = runs[::1 if len(ratios) % 2 == 0 else -1]
+        for project, plain, run in order:
+            project_time, plain_time = run(steps=steps, warmup=warmup, depth=depth, block=block)
+            times[project].append(project_time)
+            times[plain].append(plain_time)
+            if project == runs[0][0]:
+                first = plain_time.wall / project_time.wall
+        ratios.append(first)
         logging.getLogger("bench").warning(f"{name} repeat {len(ratios)}: ratio {ratios[-1]:.3f}")
     return {"steps": steps, "times": times, "ratios": ratios}
 
@@ -121,8 +181,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning").setLevel(logging.ERROR)
-    data = SyntheticCifar()
-    data.setup()
+    data = SyntheticCifar(), SyntheticCifar()  # the same images: each loop its own stream
+    for loop_data in data:
+        loop_data.setup()
     header = f"Lightning vs plain PyTorch loop, {device().type}: {machine()}"
     results = {name: measure(name, data, args.spread, args.max_repeats) for name in args.nets}
     summary = "\n".join(ratio_line(name, result, args.spread) for name, result in results.items())

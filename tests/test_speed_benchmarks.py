@@ -1,6 +1,7 @@
 """The benchmark scripts keep working: each of their paths runs here on tiny settings (their numbers are theirs
 to print, not for tests to judge), and a compiled run trains through train.py into a checkpoint a plain net loads."""
 import gc
+import inspect
 import json
 import math
 import sys
@@ -50,32 +51,65 @@ def test_lightning_and_plain_loops_time_their_iterations():
 
 
 def test_loop_overhead_repeats_until_its_ratio_holds(monkeypatch):
-    """Repeats go on until the last five ratios lie within the spread of their median, in alternating order, up to
-    --max-repeats; the report says whether the ratio held. The loops are stand-ins whose times are set here."""
+    """Repeats go on until the last five ratios lie within the spread of their median, the pairs' order reversed
+    every repeat, up to --max-repeats; the report says whether the ratio held. The pairs are stand-ins whose times
+    are set here."""
     plain_times = iter([1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0] + [1.0] * 20)
     order = []
 
-    def loop(name):
-        def run(steps, warmup, depth):
+    def pair(name):
+        def run(steps, warmup, depth, block):
             order.append(name)
-            wall = next(plain_times) if name == loop_overhead.PLAIN else 1.0
-            return common.StepTime(wall, wall, (wall,) * steps)
+            wall = next(plain_times) if name == loop_overhead.PROJECT else 1.0
+            return common.StepTime(1.0, 1.0, (1.0,) * steps), common.StepTime(wall, wall, (wall,) * steps)
         return run
 
-    monkeypatch.setattr(loop_overhead, "loops", lambda make_net, data: {
-        loop_overhead.PROJECT: loop(loop_overhead.PROJECT), loop_overhead.PLAIN: loop(loop_overhead.PLAIN)})
-    result = loop_overhead.measure("tiny", None, target=0.02, max_repeats=12)
+    monkeypatch.setattr(loop_overhead, "pairs", lambda make_net, project_data, plain_data: [
+        (loop_overhead.PROJECT, loop_overhead.PLAIN, pair(loop_overhead.PROJECT)),
+        ("project, collector off", "plain, collector off", pair("off"))])
+    result = loop_overhead.measure("tiny", (None, None), target=0.02, max_repeats=12)
     # repeat 5's 1.2 stays in the last five until repeat 10: five agreeing ratios only from repeat 6 to 10
     assert result["ratios"] == [1.0, 1.0, 1.0, 1.0, 1.2, 1.0, 1.0, 1.0, 1.0, 1.0]
-    assert order[:4] == [loop_overhead.PROJECT, loop_overhead.PLAIN, loop_overhead.PLAIN, loop_overhead.PROJECT]
+    assert order[:4] == [loop_overhead.PROJECT, "off", "off", loop_overhead.PROJECT]
     assert "= 1.000 +- 0.0%" in loop_overhead.ratio_line("tiny", result, 0.02)
     assert "held" in loop_overhead.ratio_line("tiny", result, 0.02)
-    short = loop_overhead.measure("tiny", None, target=0.0, max_repeats=5)
+    short = loop_overhead.measure("tiny", (None, None), target=0.0, max_repeats=5)
     assert len(short["ratios"]) == 5  # the minimum; target 0 could be met by equal ratios, so break it
     short["ratios"][-1] = 1.1
     assert "could not hold within +-0% in 5 repeats" in loop_overhead.ratio_line("tiny", short, 0.0)
     rows = loop_overhead.table({"tiny": result}).splitlines()[2:]
-    assert len(rows) == 2 and "| tiny | project | 1.00 |" in rows[0]
+    assert len(rows) == 4 and "| tiny | project | 1.00 |" in rows[0]
+
+
+def test_a_paused_clock_leaves_the_pause_out_of_the_step_it_falls_in(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(perf_counter=lambda: now[0],
+                                                              process_time=lambda: now[0]))
+    clock = common.Clock(0, 3)
+    draws = clock.batches(range(10))
+    for t, action in [(0, "draw"), (1, "draw"), (1.5, "pause"), (3.5, "resume"), (4, "draw"), (5, "draw")]:
+        now[0] = t
+        next(draws) if action == "draw" else getattr(clock, action)()
+    assert clock.elapsed == common.StepTime(1.0, 1.0, (1.0, 1.0, 1.0))  # 3 s for three steps, 2 s paused
+
+
+def test_an_interleaved_pair_times_each_loops_own_iterations(monkeypatch):
+    """The project's loop and the plain loop in blocks of 2, each timing 4 iterations of its own; Python's collector
+    as the project's policy left it, and back on after."""
+    inside = []  # for each plain iteration: whether it ran between two of the project's (in its fit's callback)
+
+    def watched(*args, **kwargs):
+        for _ in common.plain_iterations(*args, **kwargs):
+            inside.append(any(frame.function == "on_train_batch_end" for frame in inspect.stack()))
+            yield
+
+    monkeypatch.setattr(loop_overhead, "plain_iterations", watched)
+    pair = loop_overhead.interleaved(common.tiny_net, small_data(), small_data(), "manual", "python", steps=4,
+                                     warmup=2, depth=20, block=2)
+    assert inside.count(True) >= 4 and len(inside) >= 6, inside  # its warm-up and timed blocks inside the fit
+    for seconds in pair:
+        assert len(seconds.steps) == 4 and sum(seconds.steps) == pytest.approx(seconds.wall * 4, rel=1e-6)
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_packed_benchmark_times_one_run_and_each_pack():
@@ -145,6 +179,7 @@ def test_throughput_runs_each_switch_in_its_own_process():
     assert result["images_per_s"] > 0 and result["peak_memory_mb"] > 0
 
 
+@pytest.mark.slow
 def test_concurrent_runs_train_together():
     assert concurrent_runs.aggregate("resnet8", 2, "plain", False, batch=8, images=64, steps=2, warmup=1) > 0
 
