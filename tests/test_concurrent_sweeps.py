@@ -4,6 +4,7 @@ from helpers.train import FAST, ROOT, train_cmd
 from helpers.zygote import ZYGOTE
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_get_their_own_directories(tmp_path, cifar10_root):
     command = train_cmd("-m", "model.residual=true,false", *FAST, "trainer.max_steps=5", f"data.root={cifar10_root}")
     procs = [ZYGOTE.start(command, cwd=tmp_path, capture=True) for _ in range(2)]

@@ -4,6 +4,7 @@ progress bar's rate is right for slow runs too."""
 import os
 import subprocess
 
+import pytest
 from helpers.train import FAST, run_train, train_cmd
 
 from deepres.training.progress import StepProgressBar
@@ -11,6 +12,7 @@ from deepres.training.progress import StepProgressBar
 WANDB = [o for o in FAST if o != "logger=none"]
 
 
+@pytest.mark.slow
 def test_a_run_prints_its_overrides_and_no_noise(tmp_path, cifar10_root):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"WANDB_MODE": "offline"}
     proc = subprocess.run(train_cmd(*WANDB, "trainer.max_steps=10", f"data.root={cifar10_root}",

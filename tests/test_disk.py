@@ -40,6 +40,7 @@ def limit_file_size(max_bytes: int):
     return apply
 
 
+@pytest.mark.slow
 def test_full_disk_mid_run_is_a_clear_error_and_files_stay_whole(tmp_path, cifar10_root):
     from helpers.train import ROOT
 
@@ -74,6 +75,7 @@ def fill(disk) -> None:
             assert err.errno == errno.ENOSPC
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs: needs root, as CI has (SLURM's cluster too)")
 def test_a_disk_filling_mid_run_is_one_paragraph_and_the_same_command_resumes_exactly(tmp_path, small_disk,
                                                                                        cifar10_root):

@@ -46,6 +46,7 @@ def test_the_gpu_check_runs_every_part_and_writes_one_folder(tmp_path):
     assert "| ResNet-8 | fp32 | lightning eager |" in report and "pack of 2" in report and "ResNet-18" in report
 
 
+@pytest.mark.slow
 def test_make_gpu_check_runs_the_parts_it_is_given(tmp_path):
     proc = make("gpu-check", tmp_path, "GPU_PARTS=requires-cuda-tests")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -54,6 +55,7 @@ def test_make_gpu_check_runs_the_parts_it_is_given(tmp_path):
     assert "7 skipped" in results["parts"][0]["output"]  # no GPU here: the requires_cuda tests were collected
 
 
+@pytest.mark.slow
 def test_a_part_that_hangs_or_fails_costs_its_slot_only(tmp_path):
     parts = [gpu_check.Part("hangs", 3, ["-c", "import time; time.sleep(60)"], []),
              gpu_check.Part("fails", 10, ["-c", "raise SystemExit('no GPU today')"], []),

@@ -15,6 +15,7 @@ needs_cluster = [pytest.mark.slurm, pytest.mark.skipif(not os.environ.get("CI") 
                                                       reason="no SLURM cluster answers (make slurm-up starts one)")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launchers", ["deepres_local,deepres_packed",
                                        pytest.param("deepres_slurm,deepres_packed_slurm", marks=needs_cluster)])
 def test_hydras_launcher_suites_pass(launchers):

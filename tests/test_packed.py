@@ -31,8 +31,8 @@ TWINS = ["hydra/sweeper=points", "hydra.sweeper._target_=hydra_plugins.deepres_p
 
 @pytest.mark.parametrize("make, size", [
     (partial(CifarResNet, 20, shortcut="A"), 32), (partial(CifarResNet, 20, shortcut="B"), 32),
-    (partial(CifarResNet, 8, shortcut="C"), 32), (partial(ImageNetResNet, 18, shortcut="A", num_classes=10), 64),
-    (partial(ImageNetResNet, 50, shortcut="B", stride_on="3x3", num_classes=10), 64),
+    (partial(CifarResNet, 8, shortcut="C"), 32), (partial(ImageNetResNet, 18, shortcut="A", num_classes=10), 32),
+    (partial(ImageNetResNet, 50, shortcut="B", stride_on="3x3", num_classes=10), 32),
 ], ids=["cifar-A", "cifar-B", "cifar-C", "imagenet-18-A", "imagenet-50-B"])
 def test_packed_net_computes_each_members_net(make, size):
     """The one block vocabulary with members=K: K nets side by side, plain beside residual, for every shortcut

@@ -2,6 +2,7 @@
 changes its results is refused (exit 2, the keys named) and every file of the directory is left as it was."""
 import hashlib
 
+import pytest
 from helpers.train import FAST, run_train
 
 
@@ -10,6 +11,7 @@ def files(run) -> dict[str, str]:
             if p.is_file()}
 
 
+@pytest.mark.slow
 def test_another_config_in_a_runs_directory_is_refused_and_changes_nothing(tmp_path, cifar10_root):
     run = tmp_path / "run"
     args = [*FAST, "trainer.max_steps=4", f"data.root={cifar10_root}", f"hydra.run.dir={run}"]

@@ -2,6 +2,7 @@
 limit shortened with a stable hash, so that the same command finds its run again (skip when finished)."""
 import json
 
+import pytest
 from helpers.train import FAST, run_train
 
 from deepres.config import NAME_MAX, run_dirname
@@ -21,6 +22,7 @@ def test_long_names_are_cut_with_a_hash_of_the_whole():
     assert name == run_dirname(overrides) and name != run_dirname(overrides.replace("value_14", "value_15"))
 
 
+@pytest.mark.slow
 def test_a_run_is_found_again_however_its_booleans_were_spelled(tmp_path, cifar10_root):
     sweep = ["-m", *FAST, "trainer.max_steps=2", f"data.root={cifar10_root}", f"hydra.sweep.dir={tmp_path}"]
     run_train(*sweep, "model.residual=true,false", cwd=tmp_path)

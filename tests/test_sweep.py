@@ -1,6 +1,7 @@
 """Multirun sweeps with Hydra's local launcher: one directory per job, a summary at the sweep root, W&B runs."""
 import csv
 
+import pytest
 from helpers.train import FAST, run_train
 from helpers.wandb_records import summarize
 
@@ -9,6 +10,7 @@ from deepres.runs.metrics_csv import read_rows
 SWEEP_FAST = [o for o in FAST if not o.startswith("model.depth")]
 
 
+@pytest.mark.slow
 def test_2x2_multirun_writes_one_directory_per_job_and_a_summary(cifar10_root, tmp_path):
     run_train("-m", "model.depth=8,14", "model.residual=true,false", *SWEEP_FAST, "trainer.max_steps=10",
               f"data.root={cifar10_root}", f"hydra.sweep.dir={tmp_path}")
