@@ -103,6 +103,7 @@ def interleaved(make_net, project_data: SyntheticCifar, plain_data: SyntheticCif
     callback = lambda clock: Interleave(clock, plain, plain_clock, block, warmup, plain_gc)  # noqa: E731
     project = lightning_step_time(make_net, project_data, steps, warmup, depth=depth, progress_bar=RICH,
                                   gc_mode=project_gc, interleave=callback)
+    plain_clock.resume()
     with plain_collector(plain_gc):
         while plain_clock.elapsed is None:  # what the last block left (an iteration or two), alone
             next(plain)
