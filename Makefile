@@ -29,7 +29,7 @@ train: $(INSTALLED)  ## train one net: make train ARGS="model.depth=56 model.res
 test: $(INSTALLED)  ## run the test suite (what CI runs)
 	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
-test-quick: $(INSTALLED)  ## the suite without the slow and SLURM tests (about 7 minutes on 2 cores): for the edit-test loop
+test-quick: $(INSTALLED)  ## the suite without the slow and SLURM tests (about 3 minutes on 2 cores): for the edit-test loop
 	$(PY) -m pytest -q $(XDIST) -m "not slow and not slurm" $(ARGS)
 
 lint: $(INSTALLED)  ## ruff
