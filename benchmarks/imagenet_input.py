@@ -14,9 +14,10 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from common import NEVER, commit, machine, sync
+from common import NEVER, commit, machine
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from timing import sync
 
 from deepres.config import register_resolvers
 from deepres.data.imagenet import ImageNetDataModule

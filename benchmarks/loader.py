@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from common import SyntheticCifar, device, machine, median, sync
+from common import SyntheticCifar, device, machine, median
 from PIL import Image
+from timing import sync
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 

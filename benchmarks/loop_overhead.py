@@ -24,23 +24,22 @@ import statistics
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
 from common import (
-    Clock,
-    StepTime,
     SyntheticCifar,
     cifar_net,
     device,
     lightning_step_time,
     machine,
-    percentile,
     plain_iterations,
     publish,
     tiny_net,
 )
+from timing import Clock, StepTime, percentile
 
 # net -> (builder, depth for the schedule, timed iterations, warm-up iterations) on CPU; on a GPU: GPU_STEPS
 NETS = {"resnet20": (cifar_net(20), 20, 60, 5), "tiny": (tiny_net, 20, 1000, 100)}
@@ -112,8 +111,7 @@ def interleaved(make_net, project_data: SyntheticCifar, plain_data: SyntheticCif
 
 def pairs(make_net, project_data: SyntheticCifar, plain_data: SyntheticCifar) -> list[tuple[str, str, Callable]]:
     """[(project loop, plain loop, run(steps=, warmup=, depth=, block=) -> (project StepTime, plain StepTime))]."""
-    return [(project, plain, lambda project_gc=project_gc, plain_gc=plain_gc, **kwargs: interleaved(
-        make_net, project_data, plain_data, project_gc, plain_gc, **kwargs))
+    return [(project, plain, partial(interleaved, make_net, project_data, plain_data, project_gc, plain_gc))
             for project, project_gc, plain, plain_gc in PAIRS]
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from common import (
     SGD,
-    StepTime,
     SyntheticCifar,
     cifar_net,
     device,
@@ -28,6 +27,7 @@ from common import (
     project_fit_time,
     publish,
 )
+from timing import StepTime
 
 from deepres.config import uses_cuda
 from deepres.models import CifarResNet

@@ -26,17 +26,16 @@ import warnings
 from pathlib import Path
 
 from common import (
-    StepTime,
     SyntheticCifar,
     cifar_net,
     device,
     lightning_step_time,
     machine,
-    percentile,
     plain_graph_step_time,
     plain_step_time,
     publish,
 )
+from timing import StepTime, percentile
 
 from deepres.models.build import STEP_GRAPH
 

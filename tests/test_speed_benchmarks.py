@@ -22,6 +22,7 @@ import packed  # noqa: E402
 import step_ops  # noqa: E402
 import test_times  # noqa: E402
 import throughput  # noqa: E402
+import timing  # noqa: E402
 
 from deepres.models import CifarResNet, ImageNetResNet  # noqa: E402
 from deepres.runs.metrics_csv import read_rows  # noqa: E402
@@ -61,7 +62,7 @@ def test_loop_overhead_repeats_until_its_ratio_holds(monkeypatch):
         def run(steps, warmup, depth, block):
             order.append(name)
             wall = next(plain_times) if name == loop_overhead.PROJECT else 1.0
-            return common.StepTime(1.0, 1.0, (1.0,) * steps), common.StepTime(wall, wall, (wall,) * steps)
+            return timing.StepTime(1.0, 1.0, (1.0,) * steps), timing.StepTime(wall, wall, (wall,) * steps)
         return run
 
     monkeypatch.setattr(loop_overhead, "pairs", lambda make_net, project_data, plain_data: [
@@ -83,14 +84,14 @@ def test_loop_overhead_repeats_until_its_ratio_holds(monkeypatch):
 
 def test_a_paused_clock_leaves_the_pause_out_of_the_step_it_falls_in(monkeypatch):
     now = [0.0]
-    monkeypatch.setattr(common, "time", types.SimpleNamespace(perf_counter=lambda: now[0],
+    monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0],
                                                               process_time=lambda: now[0]))
-    clock = common.Clock(0, 3)
+    clock = timing.Clock(0, 3)
     draws = clock.batches(range(10))
     for t, action in [(0, "draw"), (1, "draw"), (1.5, "pause"), (3.5, "resume"), (4, "draw"), (5, "draw")]:
         now[0] = t
         next(draws) if action == "draw" else getattr(clock, action)()
-    assert clock.elapsed == common.StepTime(1.0, 1.0, (1.0, 1.0, 1.0))  # 3 s for three steps, 2 s paused
+    assert clock.elapsed == timing.StepTime(1.0, 1.0, (1.0, 1.0, 1.0))  # 3 s for three steps, 2 s paused
 
 
 def test_an_interleaved_pair_times_each_loops_own_iterations(monkeypatch):
