@@ -13,7 +13,8 @@ the whole step as one CUDA graph, in fp32 and in bf16 + channels_last:
   --collector-off adds plain eager and lightning eager with the collector disabled throughout
 
 Beside the mean ms/step, each loop's step-time distribution (median and p99 of the timed iterations; on a GPU
-between CUDA events at each batch draw, the device's timeline, so a host pause that starves it shows).
+between CUDA events at each batch draw, the device's timeline, so a host pause that starves it shows), and the p99 of
+each step over the median of its neighbours (timing.py's local_ratios: a stall, not the machine's drift).
 
 The graphs are captured in the warm-up, so capture time is not in the timed window. The last column sets each
 figure beside the hand-written loop on an H100 of results/reference_h100.md (eager for eager, its CUDA-graph figure
@@ -35,7 +36,7 @@ from common import (
     plain_step_time,
     publish,
 )
-from timing import StepTime, percentile
+from timing import StepTime, local_ratios, percentile
 
 from deepres.models.build import STEP_GRAPH
 
@@ -76,6 +77,7 @@ def measure(depths: list[int], steps: int, warmup: int, batch: int, images: int,
                              "ms_per_step": 1e3 * seconds.wall,
                              "median_ms": 1e3 * percentile(each, 50) if each else None,
                              "p99_ms": 1e3 * percentile(each, 99) if each else None,
+                             "p99_local": percentile(local_ratios(each), 99) if each else None,
                              "reference_ms": REFERENCE.get((depth, name, loop.split()[1].rstrip(",")))})
                 logging.getLogger("bench").warning(json.dumps(rows[-1]))
     return rows
@@ -84,14 +86,14 @@ def measure(depths: list[int], steps: int, warmup: int, batch: int, images: int,
 def table(rows: list[dict]) -> str:
     plain = {(r["depth"], r["precision"], r["loop"].replace("plain", "")): r["ms_per_step"] for r in rows
              if r["loop"].startswith("plain")}
-    lines = ["| net | precision | loop | ms/step | step median (ms) | step p99 (ms) | lightning / plain (same mode) "
-             "| vs GPU.md's H100 loop |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| net | precision | loop | ms/step | step median (ms) | step p99 (ms) | p99 of step / local median "
+             "| lightning / plain (same mode) | vs GPU.md's H100 loop |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mode = r["loop"].replace("plain", "").replace("lightning", "")
         ratio = (f"{r['ms_per_step'] / plain[r['depth'], r['precision'], mode]:.2f}x"
                  if r["loop"].startswith("lightning") else "")
         reference = f"{r['ms_per_step'] / r['reference_ms']:.2f}x of {r['reference_ms']}" if r["reference_ms"] else "-"
-        spread = " | ".join(f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("median_ms", "p99_ms"))
+        spread = " | ".join(f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("median_ms", "p99_ms", "p99_local"))
         lines.append(f"| {r['net']} | {r['precision']} | {r['loop']} | {r['ms_per_step']:.2f} | {spread} | {ratio} | "
                      f"{reference} |")
     return "\n".join(lines)

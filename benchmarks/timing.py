@@ -1,7 +1,8 @@
 """Step times of a training loop: StepTime, and Clock, which marks every batch draw of a loop (CUDA events on a GPU)
 and leaves out what runs while it is paused (the other loop of an interleaved pair, benchmarks/loop_overhead.py)."""
+import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 import torch
@@ -90,3 +91,12 @@ def percentile(values: Iterable[float], q: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def local_ratios(steps: Sequence[float], half_window: int = 10) -> list[float]:
+    """Each step's seconds over the median of the steps around it (up to `half_window` either side, itself
+    included, within one timed run): how far a step stands out from its neighbours. A shared machine's speed drifts
+    by tens of per cent over a minute (every loop's raw p99 / median moves with it); a slow step among fast
+    neighbours (a collection, a stall) is what these ratios keep."""
+    return [step / statistics.median(steps[max(0, i - half_window):i + half_window + 1])
+            for i, step in enumerate(steps)]

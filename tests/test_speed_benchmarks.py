@@ -82,6 +82,18 @@ def test_loop_overhead_repeats_until_its_ratio_holds(monkeypatch):
     assert len(rows) == 4 and "| tiny | project | 1.00 |" in rows[0]
 
 
+def test_local_ratios_keep_a_stall_and_leave_out_the_drift():
+    """A run whose steps drift from 100 to 199 ms, with one 300 ms stall: the raw p99 / median moves with the drift,
+    the local ratios are 1 but for the stall, which stands out by its neighbours' median."""
+    steps = [0.100 + 0.001 * i for i in range(100)]
+    steps[50] = 0.300
+    ratios = timing.local_ratios(steps, half_window=10)
+    assert timing.percentile(steps, 99) / timing.percentile(steps, 50) > 1.3
+    assert ratios[50] == pytest.approx(0.300 / 0.151)  # steps 40..60: ten below 150 ms, so the median is 151
+    assert max(abs(r - 1) for i, r in enumerate(ratios) if i != 50) < 0.1
+    assert ratios[0] == pytest.approx(0.100 / 0.105)  # at the edge: steps 0..10, the median 105 ms
+
+
 def test_a_paused_clock_leaves_the_pause_out_of_the_step_it_falls_in(monkeypatch):
     now = [0.0]
     monkeypatch.setattr(timing, "time", types.SimpleNamespace(perf_counter=lambda: now[0],
