@@ -36,6 +36,7 @@ from deepres.data.cifar import CifarDataModule, Normalize
 from deepres.models import CifarResNet
 from deepres.models.build import STEP_GRAPH, apply_switches
 from deepres.runs.metrics_logger import MetricsCSVLogger
+from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
 from deepres.training.collector import ManualCollection
 from deepres.training.module import Classifier
@@ -188,8 +189,9 @@ def lightning_step_time(make_net: Callable[[], nn.Module], data: SyntheticCifar,
     torch.manual_seed(0)
     net = apply_switches(make_net(), switches)
     with tempfile.TemporaryDirectory() as run_dir:
-        module = Classifier(net, partial(torch.optim.SGD, **SGD), [paper_schedule(depth)], data.eval_names,
-                            loggers=[[MetricsCSVLogger(run_dir)]], step_graph=switches.get("compile") == STEP_GRAPH)
+        book = Bookkeeping([paper_schedule(depth)], [[MetricsCSVLogger(run_dir)]])
+        module = Classifier(net, partial(torch.optim.SGD, **SGD), book, data.eval_names,
+                            step_graph=switches.get("compile") == STEP_GRAPH)
         return project_fit_time(module, data, steps, warmup, switches, run_dir, progress_bar, wait, gc_mode,
                                 interleave)
 

@@ -35,6 +35,7 @@ from deepres.models.build import STEP_GRAPH, apply_switches
 from deepres.packing.members import freeze_member
 from deepres.packing.optimizer import PackedSGD
 from deepres.runs.metrics_logger import MetricsCSVLogger
+from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.module import Classifier
 
 NETS = {"resnet20": 20, "resnet56": 56}
@@ -59,7 +60,7 @@ def packed_step_time(depth: int, members: int, data: PackedSyntheticCifar, steps
     with tempfile.TemporaryDirectory() as run_dir:
         loggers = [[MetricsCSVLogger(Path(run_dir) / str(k))] for k in range(members)]
         module = Classifier(net, partial(PackedSGD, lrs=[lr] * members, **hyper),
-                            [paper_schedule(depth) for _ in range(members)], data.eval_names, loggers=loggers,
+                            Bookkeeping([paper_schedule(depth) for _ in range(members)], loggers), data.eval_names,
                             freeze=partial(freeze_member, net, members=members),
                             step_graph=switches.get("compile") == STEP_GRAPH)
         return project_fit_time(module, data, steps, warmup, switches, run_dir)

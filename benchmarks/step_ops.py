@@ -163,8 +163,8 @@ def project(depth: int, batch: int, data: Path, run: Path) -> dict[str, tuple]:
     datamodule = build_datamodule([cfg])
     pack, runs = Pack([cfg], datamodule.num_classes), [RunDir(run)]
     module = build_module([cfg], datamodule, pack, [[MetricsCSVLogger(run)]])
-    io = MemberCheckpointIO(runs, [None], lambda ckpt: pack.split(ckpt, module, module.live),
-                            lambda ckpts: pack.merge(ckpts, module))
+    io = MemberCheckpointIO(runs, [None], lambda ckpt: module.book.split(ckpt, module, module.live),
+                            lambda ckpts: module.book.merge(ckpts, module))
     trainer, checkpoints = make_trainer(cfg, runs[0], io)
     phases = Phases()
     trainer.callbacks.append(phases)

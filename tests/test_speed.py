@@ -16,6 +16,7 @@ from deepres.errors import UserError
 from deepres.models import CifarResNet, build, construct
 from deepres.models.build import apply_switches, compile_mode
 from deepres.runs.metrics_logger import MetricsCSVLogger
+from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.checkpoints import RunCheckpoints
 from deepres.training.module import Classifier
 from deepres.training.progress import StepProgressBar
@@ -86,7 +87,7 @@ def test_channels_last_lays_out_the_weights_and_computes_the_same():
 
 def test_a_compiled_net_keeps_its_state_dict_keys():
     """Checkpoints of a compiled run load into a plain net (evaluation, reports, resuming without compile)."""
-    plain, compiled = (Classifier(CifarResNet(8), None, [None], ["test"]) for _ in range(2))
+    plain, compiled = (Classifier(CifarResNet(8), None, Bookkeeping([None]), ["test"]) for _ in range(2))
     apply_switches(compiled.net, {"compile": "reduce-overhead"})
     assert compiled.net._compiled_call_impl is not None and plain.net._compiled_call_impl is None
     plain.load_state_dict(compiled.state_dict())
@@ -163,8 +164,8 @@ def test_training_steps_read_nothing_back_from_the_device(cifar10_root, tmp_path
         return read
 
     data = CifarDataModule(root=str(cifar10_root), batch_size=32, eval_batch_size=160)
-    module = Classifier(CifarResNet(8), partial(torch.optim.SGD, lr=0.1, momentum=0.9), [IterationSchedule(
-        0.1, [0.5], 0.1, max_steps=12, depth=8)], data.eval_names, loggers=[[MetricsCSVLogger(tmp_path)]])
+    book = Bookkeeping([IterationSchedule(0.1, [0.5], 0.1, max_steps=12, depth=8)], [[MetricsCSVLogger(tmp_path)]])
+    module = Classifier(CifarResNet(8), partial(torch.optim.SGD, lr=0.1, momentum=0.9), book, data.eval_names)
     trainer = L.Trainer(max_steps=12, log_every_n_steps=5, val_check_interval=1000, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, enable_checkpointing=False, enable_model_summary=False,
                         callbacks=[RunCheckpoints(tmp_path, 1000), StepProgressBar()], logger=False,

@@ -35,6 +35,7 @@ from deepres.models import construct, initialised
 from deepres.runs.atomic import atomic_write_text
 from deepres.runs.run_dir import FINAL, LAST, RunDir
 from deepres.safe_files import read_checkpoint
+from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.module import Classifier
 from deepres.training.quiet import quiet_lightning
 from deepres.training.validate import validate
@@ -110,7 +111,7 @@ def evaluate(run: str | Path, overrides: list[str]) -> dict:
     net = construct(cfg.model, datamodule.num_classes)
     state = read_checkpoint(checkpoint)  # as data: a run directory may come from anywhere
     net.load_state_dict({k.removeprefix("net."): v for k, v in state["state_dict"].items() if k.startswith("net.")})
-    module = Classifier(net, None, [None], datamodule.eval_names, top5=True)  # evaluation only: no schedule
+    module = Classifier(net, None, Bookkeeping([None]), datamodule.eval_names, top5=True)  # evaluation: no schedule
     trainer = L.Trainer(accelerator=cfg.trainer.accelerator, devices=1, precision=cfg.trainer.precision, logger=False,
                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
     trainer.validate(module, datamodule, verbose=False)

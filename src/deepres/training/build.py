@@ -13,6 +13,7 @@ from deepres.models.build import STEP_GRAPH
 from deepres.packing.members import Pack
 from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
+from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
 from deepres.training.collector import ManualCollection
 from deepres.training.module import Classifier
@@ -30,8 +31,8 @@ def build_module(cfgs: Sequence[DictConfig], datamodule: L.LightningDataModule, 
                  loggers: Sequence[Sequence] | None = None,
                  on_failure: Callable[[int, Diverged], None] | None = None) -> Classifier:
     """The LightningModule of the runs: the pack's net and optimiser, each run's schedule and loggers."""
-    return Classifier(pack.net, pack.optimizer, [instantiate(cfg.schedule) for cfg in cfgs], datamodule.eval_names,
-                      top5=datamodule.top5, loggers=loggers, on_failure=on_failure, freeze=pack.freeze,
+    book = Bookkeeping([instantiate(cfg.schedule) for cfg in cfgs], loggers, on_failure, pack.split, pack.merge)
+    return Classifier(pack.net, pack.optimizer, book, datamodule.eval_names, top5=datamodule.top5, freeze=pack.freeze,
                       step_graph=cfgs[0].model.get("compile") == STEP_GRAPH)
 
 

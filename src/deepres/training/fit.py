@@ -116,8 +116,9 @@ def _fit(members: list[Member]) -> None:
 
         module = build_module(cfgs, datamodule, pack, loggers, on_failure)
         resumes = [resume_point(m.run, restart=m.cfg.get("resume") == "restart") for m in members]
-        io = MemberCheckpointIO([m.run for m in members], resumes, lambda ckpt: pack.split(ckpt, module, module.live),
-                                lambda ckpts: pack.merge(ckpts, module))
+        book = module.book
+        io = MemberCheckpointIO([m.run for m in members], resumes, lambda ckpt: book.split(ckpt, module, book.live),
+                                lambda ckpts: book.merge(ckpts, module))
         trainer, checkpoints = make_trainer(cfg, members[0].run, io, record_wall_time)
         resume = next((path for path in resumes if path is not None), None)
         log.info(f"{', '.join(m.cfg.name for m in members)}: training to iteration {trainer.max_steps}"

@@ -1,5 +1,6 @@
-"""The LightningModule: cross-entropy, top-1 (and top-5) error in percent, the optimiser with the iteration schedule,
-for K runs trained as one network (a pack, packing/members.py); an ordinary run is the pack of one.
+"""The classification LightningModule: cross-entropy, top-1 (and top-5) error in percent, the optimiser with the
+iteration schedule, for K runs trained as one network (a pack, packing/members.py); an ordinary run is the pack of
+one. What each run keeps (schedule, loggers, failures, checkpoint rows) is its Bookkeeping (bookkeeping.py).
 
 The loss is the sum of the members' mean cross-entropies, so member k's gradients are those of its own run; each
 member has its own schedule (the 110-layer warm-up ends on its own training error) and learning rate, and logs its
@@ -8,18 +9,16 @@ every `trainer.log_every_n_steps` iterations, so the training step has no host-d
 weights become NaN or infinite is reported and frozen (its weights and statistics zeroed, its learning rate 0, so it
 computes zeros) while the others go on; training stops with Diverged when no member is left."""
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers.logger import Logger
 from torch import nn
 
 from deepres.errors import Diverged
 from deepres.packing.optimizer import set_member_lrs
-from deepres.runs.metrics_logger import MetricsCSVLogger
-from deepres.training.schedule import IterationSchedule
+from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.step_graph import StepGraphOptimizer, autocast_for, check_capturable
 
 
@@ -41,25 +40,20 @@ def as_metrics(prefix: str, loss: float, wrong: float, seen: float) -> dict[str,
 
 class Classifier(L.LightningModule):
     """`net` computes the members side by side (input: member k's images in channels 3k..3k+2; output (B, K,
-    classes), or (B, classes) for one member); `schedules[k]` and `loggers[k]` are member k's (schedule None:
-    evaluation only); `on_failure(k, err)` is told when member k diverges. `optimizer` makes the optimiser from the
-    parameters; `freeze(k)` zeroes member k's part of the net; `step_graph` runs each ordinary iteration as one
-    captured CUDA graph (training/step_graph.py)."""
+    classes), or (B, classes) for one member); `book` keeps the members' schedules, loggers and failures (a book of
+    one run with schedule None: evaluation only). `optimizer` makes the optimiser from the parameters; `freeze(k)`
+    zeroes member k's part of the net; `step_graph` runs each ordinary iteration as one captured CUDA graph
+    (training/step_graph.py)."""
 
-    def __init__(self, net: nn.Module, optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
-                 schedules: Sequence[IterationSchedule | None], eval_names: list[str], top5: bool = False,
-                 loggers: Sequence[Sequence[Logger]] | None = None,
-                 on_failure: Callable[[int, Diverged], None] | None = None,
+    def __init__(self, net: nn.Module, optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None,
+                 book: Bookkeeping, eval_names: list[str], top5: bool = False,
                  freeze: Callable[[int], None] | None = None, step_graph: bool = False):
         super().__init__()
         self.step_graph = step_graph  # model.compile=step_graph: the iteration as one CUDA graph (step_graph.py)
-        self.net, self.optimizer_factory, self.schedules = net, optimizer, list(schedules)
-        self.members = k = len(self.schedules)
+        self.net, self.optimizer_factory, self.book = net, optimizer, book
+        self.members = k = book.members
         self.eval_names, self.top5 = eval_names, top5  # top5: also log <eval name>/top5_error (ImageNet)
-        self.member_loggers = [list(lg) for lg in loggers] if loggers is not None else [[] for _ in range(k)]
-        self.metrics_csvs = [next((lg for lg in member if isinstance(lg, MetricsCSVLogger)), None)
-                             for member in self.member_loggers]
-        self.on_failure, self.freeze = on_failure, freeze
+        self.freeze = freeze
         # per member: loss sum, wrong, seen since the last training row; flat, so that dim 0 holds the members'
         # slices; saved in checkpoints so a resumed run logs the same rows
         self.register_buffer("train_sums", torch.zeros(k * 3))
@@ -68,8 +62,6 @@ class Classifier(L.LightningModule):
         # the members' losses of the last log_every_n_steps iterations, on the device (set in on_train_start):
         # check_finite() reads them all at once, at least that often, so a training step never waits for the device
         self.losses: torch.Tensor | None = None
-        self.checked_to, self.last_finite = 0, [float("nan")] * k  # iterations checked, the last finite losses
-        self.failed: set[int] = set()
         self.bar_metrics: dict[str, float] = {}  # the last training rows' loss and error, for StepProgressBar
         # the step is written out (zero_grad, backward, step): no closure, and whole-step CUDA graphs can take it
         self.automatic_optimization = False
@@ -84,7 +76,7 @@ class Classifier(L.LightningModule):
 
     @property
     def live(self) -> list[int]:
-        return [k for k in range(self.members) if k not in self.failed]
+        return self.book.live
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -101,12 +93,6 @@ class Classifier(L.LightningModule):
 
     # ---- rows -------------------------------------------------------------------------------------------------
 
-    def _log_row(self, member: int, row: dict[str, float]) -> None:
-        if self.schedules[member] is not None:
-            self.schedules[member].observe(self.global_step, row)
-        for logger in self.member_loggers[member]:
-            logger.log_metrics(row, step=self.global_step)
-
     def _log_train_rows(self, sums: list[float]) -> None:
         """Each live member's mean training loss and error since the last row (`sums`: train_sums on the host,
         summed over the processes of a data-parallel run, so every process logs and schedules on the global batch),
@@ -114,8 +100,8 @@ class Classifier(L.LightningModule):
         step, rows = self.global_step, []
         for k in self.live:
             row = as_metrics("train", *sums[3 * k:3 * k + 3])
-            row["lr"] = self.schedules[k].lr(step - 1)
-            self._log_row(k, row)
+            row["lr"] = self.book.schedules[k].lr(step - 1)
+            self.book.log_row(k, step, row)
             rows.append(row)
         self.train_sums.zero_()
         # read by the progress bar directly (Lightning's self.log costs about 0.6 ms a call): the live members' mean
@@ -130,11 +116,15 @@ class Classifier(L.LightningModule):
         self._check_losses(losses)
         self._log_train_rows(sums)
 
+    def _check_losses(self, losses: list[float]) -> None:
+        for k in self.book.check_losses(losses, self.global_step, len(self.losses)):
+            self._freeze(k)
+
     # ---- training ---------------------------------------------------------------------------------------------
 
     def on_train_start(self) -> None:
         self.losses = torch.full((self.trainer.log_every_n_steps, self.members), float("nan"), device=self.device)
-        self.checked_to = self.global_step
+        self.book.checked_to = self.global_step
         if self.step_graph:
             batches = self.trainer.train_dataloader  # a CIFAR stream (training/validate.py checks)
             batches.steps_only = True
@@ -147,8 +137,7 @@ class Classifier(L.LightningModule):
         step = self.global_step
         if step and step % self.trainer.log_every_n_steps == 0:
             self._row_due()
-        lrs = [0.0 if k in self.failed else schedule.lr(step) for k, schedule in enumerate(self.schedules)]
-        set_member_lrs(self._optimizer(), lrs)
+        set_member_lrs(self._optimizer(), self.book.lrs(step))
 
     def _optimizer(self) -> torch.optim.Optimizer:
         """The optimiser that holds the learning rates (under a step graph, the one it wraps)."""
@@ -184,29 +173,18 @@ class Classifier(L.LightningModule):
         """Fail every member whose loss so far, or with weights=True whose weights or BN statistics, became NaN or
         infinite: called before every row, evaluation and checkpoint, so none of them ever holds a diverged state.
         One transfer to the host. Raises Diverged once no member is left."""
-        live = self.live
-        reads = [self.losses] if self.losses is not None and self.checked_to < self.global_step else []
+        live, unchecked = self.live, self.losses is not None and self.book.checked_to < self.global_step
+        reads = [self.losses] if unchecked else []
         if weights and live:
             reads.append(self._weights_finite(live))
         values = _host(*reads) if reads else []
-        if self.losses is not None and self.checked_to < self.global_step:
+        if unchecked:
             self._check_losses(values.pop(0))
         if weights and live:
             for k, finite in zip(live, values.pop(0)):
                 if not finite and k in self.live:
-                    self._fail(k, Diverged.weights(self.global_step, self.last_finite[k]))
-
-    def _check_losses(self, losses: list[float]) -> None:
-        """The losses of the iterations not checked yet, from the ring of the last log_every_n_steps (flat, K per
-        iteration)."""
-        for step in range(self.checked_to + 1, self.global_step + 1):
-            at = (step - 1) % len(self.losses) * self.members
-            for k in self.live:
-                if math.isfinite(losses[at + k]):
-                    self.last_finite[k] = losses[at + k]
-                else:
-                    self._fail(k, Diverged.loss(step, self.last_finite[k]))
-        self.checked_to = max(self.checked_to, self.global_step)
+                    self.book.fail(k, Diverged.weights(self.global_step, self.book.last_finite[k]))
+                    self._freeze(k)
 
     def _weights_finite(self, members: list[int]) -> torch.Tensor:
         """Per member of `members`, 1 if all its weights and BN statistics are finite: their largest magnitudes
@@ -216,12 +194,8 @@ class Classifier(L.LightningModule):
         largest = torch._foreach_norm([t[k] for t in tensors for k in members], float("inf"))
         return torch.stack(largest).view(len(tensors), len(members)).isfinite().all(0)
 
-    def _fail(self, member: int, err: Diverged) -> None:
-        self.failed.add(member)
-        if self.on_failure is not None:
-            self.on_failure(member, err)
-        if not self.live:
-            raise err if self.members == 1 else Diverged.every_member()
+    def _freeze(self, member: int) -> None:
+        """A failed member of a pack computes zeros from now on: its weights, statistics and momentum zeroed."""
         self.freeze(member)
         self.optimizers().optimizer.freeze(member)
 
@@ -256,7 +230,7 @@ class Classifier(L.LightningModule):
                 row.update(as_metrics(name, loss, wrong, seen))
                 if self.top5:
                     row[f"{name}/top5_error"] = 100.0 * top5_wrong[0] / seen
-            self._log_row(k, row)
+            self.book.log_row(k, self.global_step, row)
             rows.append(row)
         self.eval_sums.zero_()
         if rows:  # the live members' mean, for the progress bar and trainer.callback_metrics
@@ -272,25 +246,10 @@ class Classifier(L.LightningModule):
         return StepGraphOptimizer(optimizer, self.loss, None, None, self.device)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Per member, as each member's checkpoint holds them (packing/members.py splits them): its schedule and its
-        metric rows, whose metrics.csv is written now."""
-        checkpoint["schedule"] = [s.state_dict() for s in self.schedules]
-        checkpoint["metric_rows"] = [csv.state_dict() if csv else {"rows": {}} for csv in self.metrics_csvs]
-        for k in self.live:
-            if self.metrics_csvs[k] is not None:
-                self.metrics_csvs[k].save()
+        checkpoint.update(self.book.state_dict())  # per member: packing/members.py splits them
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """A resumed member's schedule and rows; its other loggers (W&B) get the rows again, for those a killed
-        process never delivered."""
-        for k, (schedule, rows) in enumerate(zip(checkpoint["schedule"], checkpoint["metric_rows"])):
-            self.schedules[k].load_state_dict(schedule)
-            for logger in self.member_loggers[k]:
-                if logger is self.metrics_csvs[k]:
-                    logger.load_state_dict(rows)
-                else:
-                    for step in sorted(rows["rows"], key=int):
-                        logger.log_metrics(rows["rows"][step], step=int(step))
+        self.book.load_state_dict(checkpoint)
 
 
 def _host(*tensors: torch.Tensor) -> list[list[float]]:
