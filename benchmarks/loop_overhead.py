@@ -15,7 +15,9 @@ from one ten-second window to the next; interleaved, both loops see the same dri
   project, collector off          the same with the collector disabled throughout, with plain, collector off
 The ratio is project's steps/s over plain's in the first pair of each repeat; repeats (the pairs' order reversed
 every repeat) go on until the last WINDOW ratios lie within +-spread of their median (or --max-repeats, and the
-report says it could not). The step-time distributions pool every repeat's timed iterations."""
+report says it could not). The step-time distributions pool every repeat's timed iterations; beside the raw p99 /
+median, which a shared machine's drift moves, the p99 of each step over the median of its neighbours (timing.py's
+local_ratios): the stalls that a loop itself adds, such as a collection."""
 import argparse
 import gc
 import importlib.util
@@ -39,7 +41,7 @@ from common import (
     publish,
     tiny_net,
 )
-from timing import Clock, StepTime, percentile
+from timing import Clock, StepTime, local_ratios, percentile
 
 # net -> (builder, depth for the schedule, timed iterations, warm-up iterations) on CPU; on a GPU: GPU_STEPS
 NETS = {"resnet20": (cifar_net(20), 20, 60, 5), "tiny": (tiny_net, 20, 1000, 100)}
@@ -155,15 +157,16 @@ def ratio_line(name: str, result: dict, target: float) -> str:
 
 def table(results: dict[str, dict]) -> str:
     lines = ["| net, batch 128 | loop | steps/s | ms/iter (median of repeats) | step median (ms) | step p99 (ms) "
-             "| p99 / median | step max (ms) | CPU time (ms/iter) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| p99 / median | p99 of step / local median | step max (ms) | CPU time (ms/iter) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, result in results.items():
         for loop, times in result["times"].items():
             wall = statistics.median(t.wall for t in times)
             steps = [s for t in times for s in t.steps]
             mid, p99 = statistics.median(steps), percentile(steps, 99)
+            local = percentile([r for t in times for r in local_ratios(t.steps)], 99)
             lines.append(f"| {name} | {loop} | {1 / wall:.2f} | {1e3 * wall:.2f} | {1e3 * mid:.2f} | {1e3 * p99:.2f} "
-                         f"| {p99 / mid:.3f} | {1e3 * max(steps):.2f} | "
+                         f"| {p99 / mid:.3f} | {local:.3f} | {1e3 * max(steps):.2f} | "
                          f"{1e3 * statistics.median(t.cpu for t in times):.2f} |")
     return "\n".join(lines)
 
