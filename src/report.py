@@ -2,6 +2,7 @@
 
     python src/report.py multirun/cifar10 fig6 table6 [fig1 fig7] [--data-root DIR]
     python src/report.py multirun/imagenet fig4 table2 table3 table4
+    python src/report.py multirun/table5 table5     (where src/evaluate.py ... eval.ensemble=true wrote its files)
 """
 import argparse
 import sys
@@ -12,7 +13,8 @@ from deepres.report import REPORTS, write
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("sweep_dir", help="the directory of a sweep (hydra.sweep.dir), e.g. multirun/cifar10")
+    parser.add_argument("sweep_dir", help="the directory of a sweep (hydra.sweep.dir), e.g. multirun/cifar10; table5: "
+                                          "the directory of the ensembles' ensemble_<mode>.json (eval.ensemble_dir)")
     parser.add_argument("reports", nargs="+", choices=list(REPORTS), metavar="REPORT",
                         help=f"one or more of: {', '.join(REPORTS)}")
     parser.add_argument("--data-root", help="where the data set is, if not at the runs' data.root (fig7 runs the "

@@ -1,4 +1,4 @@
-"""The paper's numbers that the tables compare with (He et al. 2016, Tables 2-4 and 6)."""
+"""The paper's numbers that the tables compare with (He et al. 2016, Tables 2-6)."""
 from dataclasses import dataclass
 
 from deepres.report.runs import Net
@@ -52,4 +52,23 @@ TABLE_4 = [
     PaperRow(Net(True, 50, "B"), 20.74, 5.25),
     PaperRow(Net(True, 101, "B"), 19.87, 4.60),
     PaperRow(Net(True, 152, "B"), 19.38, 4.49),
+]
+
+
+@dataclass(frozen=True)
+class EnsembleRow:
+    method: str                  # as Table 5 names it
+    top5: float                  # top-5 error (%) on the ImageNet test set (the ILSVRC server's)
+    note: str = ""
+
+
+# Table 5: top-5 error of ensembles on the ImageNet test set.
+TABLE_5 = [
+    EnsembleRow("VGG (ILSVRC'14)", 7.32),
+    EnsembleRow("GoogLeNet (ILSVRC'14)", 6.66),
+    EnsembleRow("VGG (v5)", 6.8),
+    EnsembleRow("PReLU-net", 4.94),
+    EnsembleRow("BN-inception", 4.82),
+    EnsembleRow("ResNet (ILSVRC'15)", 3.57,
+                note="six models of different depths (only two of them 152-layer ones at the time of submitting)"),
 ]
