@@ -21,7 +21,7 @@ from timing import sync
 
 from deepres.config import register_resolvers
 from deepres.data.imagenet import ImageNetDataModule
-from deepres.training.build import build
+from deepres.training.classification import build
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from common import machine, publish
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from lightning.pytorch import Callback
 from torch.profiler import ProfilerActivity, profile
 
@@ -35,11 +36,12 @@ from deepres.config import register_resolvers
 from deepres.data.fake_cifar import write_cifar10
 from deepres.models import CifarResNet
 from deepres.models.build import apply_switches
-from deepres.packing.members import Pack
 from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
-from deepres.training.build import build_datamodule, build_module, make_trainer
+from deepres.training.bookkeeping import Bookkeeping
+from deepres.training.build import make_trainer
 from deepres.training.checkpoints import MemberCheckpointIO, tensors_in
+from deepres.training.classification import Classification
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GPU_SETTINGS = ["trainer.precision=bf16-mixed", "model.channels_last=true", "optimizer.fused=true"]
@@ -160,9 +162,9 @@ def project(depth: int, batch: int, data: Path, run: Path) -> dict[str, tuple]:
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     torch.manual_seed(0)
-    datamodule = build_datamodule([cfg])
-    pack, runs = Pack([cfg], datamodule.num_classes), [RunDir(run)]
-    module = build_module([cfg], datamodule, pack, [[MetricsCSVLogger(run)]])
+    task, runs = Classification(), [RunDir(run)]
+    datamodule = task.datamodule([cfg])
+    module = task.module([cfg], datamodule, Bookkeeping([instantiate(cfg.schedule)], [[MetricsCSVLogger(run)]]))
     io = MemberCheckpointIO(runs, [None], lambda ckpt: module.book.split(ckpt, module, module.live),
                             lambda ckpts: module.book.merge(ckpts, module))
     trainer, checkpoints = make_trainer(cfg, runs[0], io)

@@ -15,8 +15,9 @@ from lightning.pytorch import Callback
 
 from deepres.errors import UserError
 from deepres.runs.run_dir import RunDir
-from deepres.training.build import build, make_trainer
+from deepres.training.build import make_trainer
 from deepres.training.checkpoints import AtomicCheckpointIO
+from deepres.training.classification import build
 from deepres.training.collector import ManualCollection
 from deepres.training.validate import validate
 

@@ -19,12 +19,16 @@ def read_rows(path: str | Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(f)]
 
 
+# the columns whose last values status.json and the sweep summary keep: a classifier's errors, a detector's mAPs
+RESULTS = ("train/loss", "train/error", "test/loss", "test/error", "val/error", "test/mAP50", "test/mAP")
+
+
 def final_metrics(rows: Iterable[dict[str, float]]) -> dict[str, float]:
     """The last value of each result column (status.json's final errors), from rows in step order."""
     last = {}
     for row in rows:
         last.update(row)
-    return {k: last[k] for k in ("train/loss", "train/error", "test/loss", "test/error", "val/error") if k in last}
+    return {k: last[k] for k in RESULTS if k in last}
 
 
 def format_rows(rows: dict[int, dict[str, float]]) -> str:

@@ -17,7 +17,9 @@ from deepres.errors import UserError
 
 RECORD, STAGED = ".hydra", ".hydra-next"
 CONFIG = "config.yaml"
-RESULT_NEUTRAL = ("data.num_workers",)  # besides the keys a run directory's name leaves out
+# besides the keys a run directory's name leaves out; the task follows from the model and data, which are compared
+# (and runs recorded before the key existed resume)
+RESULT_NEUTRAL = ("data.num_workers", "task")
 
 
 def flat(node, prefix: str = "") -> dict[str, object]:

@@ -6,7 +6,7 @@ checkpoint splits into the runs' own and merges back. The module computes (loss,
 A run whose loss becomes NaN or infinite is reported (`on_failure`) and left out while the others go on (the
 module freezes its part of the net); Diverged is raised when no run is left."""
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from lightning.pytorch.loggers.logger import Logger
 from torch import nn
@@ -36,11 +36,18 @@ class Bookkeeping:
                  merge: Callable[[Sequence[dict], nn.Module], dict] = one_run_merge):
         self.schedules = list(schedules)
         self.members = k = len(self.schedules)
-        self.loggers = [list(lg) for lg in loggers] if loggers is not None else [[] for _ in range(k)]
-        self.csvs = [next((lg for lg in member if isinstance(lg, MetricsCSVLogger)), None) for member in self.loggers]
+        self.add_loggers(loggers if loggers is not None else [[] for _ in range(k)])
         self.on_failure, self.split, self.merge = on_failure, split, merge
         self.failed: set[int] = set()
         self.checked_to, self.last_finite = 0, [float("nan")] * k  # iterations checked, the last finite losses
+
+    def add_loggers(self, loggers: Iterable[Sequence[Logger]]) -> None:
+        """The runs' loggers, one list per run in order (metrics.csv first), added as each is made: those made
+        before one failed are there to be closed."""
+        self.loggers, self.csvs = [], []
+        for member in loggers:
+            self.loggers.append(list(member))
+            self.csvs.append(next((lg for lg in member if isinstance(lg, MetricsCSVLogger)), None))
 
     @property
     def live(self) -> list[int]:

@@ -1,45 +1,18 @@
-"""The objects of a run, or of a pack of runs, from their composed configs: the DataModule, the net and optimiser
-(packing/members.py), the LightningModule, the loggers and the Trainer."""
+"""What every task's run is built with, from its composed config: the loggers and the Trainer (the task builds the
+data and the LightningModule: training/task.py)."""
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import lightning as L
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from deepres.errors import Diverged
-from deepres.models.build import STEP_GRAPH
-from deepres.packing.members import Pack
 from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
-from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.checkpoints import AtomicCheckpointIO, RunCheckpoints
 from deepres.training.collector import ManualCollection
-from deepres.training.module import Classifier
 from deepres.training.progress import StepProgressBar
-
-
-def build_datamodule(cfgs: Sequence[DictConfig]) -> L.LightningDataModule:
-    """The data of the runs: for a pack, one training stream per member (its data.seed), the same evaluation."""
-    if len(cfgs) == 1:
-        return instantiate(cfgs[0].data)
-    return instantiate(cfgs[0].data, member_seeds=[cfg.data.seed for cfg in cfgs])
-
-
-def build_module(cfgs: Sequence[DictConfig], datamodule: L.LightningDataModule, pack: Pack,
-                 loggers: Sequence[Sequence] | None = None,
-                 on_failure: Callable[[int, Diverged], None] | None = None) -> Classifier:
-    """The LightningModule of the runs: the pack's net and optimiser, each run's schedule and loggers."""
-    book = Bookkeeping([instantiate(cfg.schedule) for cfg in cfgs], loggers, on_failure, pack.split, pack.merge)
-    return Classifier(pack.net, pack.optimizer, book, datamodule.eval_names, top5=datamodule.top5, freeze=pack.freeze,
-                      step_graph=cfgs[0].model.get("compile") == STEP_GRAPH)
-
-
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier]:
-    """One run's DataModule and LightningModule (without loggers), as its training builds them."""
-    datamodule = build_datamodule([cfg])
-    return datamodule, build_module([cfg], datamodule, Pack([cfg], datamodule.num_classes))
 
 
 def build_loggers(cfg: DictConfig, run: RunDir) -> list:

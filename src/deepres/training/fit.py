@@ -8,23 +8,21 @@ from collections.abc import Iterator
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from deepres.config import is_multirun, uses_cuda
 from deepres.errors import Diverged, UserError
-from deepres.packing.members import Pack
-from deepres.packing.plan import MEMBER_KEYS, pack_key
 from deepres.runs.lifecycle import Member, mark_failed, recorded, report_outcome
 from deepres.runs.metrics_csv import final_metrics
-from deepres.runs.metrics_logger import MetricsCSVLogger
 from deepres.runs.run_dir import RunDir
 from deepres.runs.signals import Interrupted, graceful_stop
-from deepres.training.build import build_datamodule, build_loggers, build_module, make_trainer
+from deepres.training.bookkeeping import Bookkeeping
+from deepres.training.build import build_loggers, make_trainer
 from deepres.training.checkpoints import MemberCheckpointIO, RunCheckpoints, checkpoint_bytes, resume_point
-from deepres.training.module import Classifier
 from deepres.training.quiet import quiet_lightning
-from deepres.training.validate import check_data, validate
+from deepres.training.task import Task, task_of
 
 log = logging.getLogger("deepres")
 quiet_lightning()
@@ -63,10 +61,8 @@ def train_members(members: list[Member]) -> list[dict]:
     diverges is marked failed and frozen while the others finish; an error of the whole pack marks every
     unfinished member."""
     try:  # all that can be checked before anything is created
-        for member in members:
-            validate(member.cfg)
-            check_data(member.cfg)
-        _check_packable(members)
+        task = task_of(members[0].cfg)
+        task.check([member.cfg for member in members])
     except UserError:
         for member in members:
             member.run.remove_if_new()
@@ -75,18 +71,11 @@ def train_members(members: list[Member]) -> list[dict]:
         if todo:
             for member in todo:  # the overrides; the whole config is in the run's .hydra/config.yaml
                 log.info(f"{member.run.path}: {member.cfg.name}, {member.overrides or 'the defaults'}")
-            _fit(todo)
+            _fit(task, todo)
     return [member.run.status() for member in members]
 
 
-def _check_packable(members: list[Member]) -> None:
-    keys = {pack_key(member.cfg) for member in members}
-    if len(members) > 1 and (None in keys or len(keys) > 1):
-        raise UserError(f"the runs {[m.overrides for m in members]} cannot share a network: they must be CIFAR nets "
-                        f"differing only in {', '.join(MEMBER_KEYS[:4])}.")
-
-
-def _fit(members: list[Member]) -> None:
+def _fit(task: Task, members: list[Member]) -> None:
     started, cfg, cfgs = time.time(), members[0].cfg, [m.cfg for m in members]
     previous_wall = [member.run.status().get("wall_time_s", 0.0) for member in members]
     together = {"pack": [m.run.path.name for m in members]} if len(members) > 1 else {}
@@ -95,28 +84,26 @@ def _fit(members: list[Member]) -> None:
                                 **together)
     if together:
         log.info(f"training {len(members)} runs as one network: {', '.join(together['pack'])}")
-    datamodule = build_datamodule(cfgs)
-    pack = Pack(cfgs, datamodule.num_classes)
-    for member in members:
-        member.run.check_free_space(checkpoint_bytes(pack.net) // len(members))
-    loggers: list[list] = []
-    try:
-        loggers.extend(build_loggers(m.cfg, m.run) for m in members)
-        csvs: list[MetricsCSVLogger] = [member_loggers[0] for member_loggers in loggers]
+    datamodule = task.datamodule(cfgs)
 
-        def on_failure(k: int, err: Diverged) -> None:
-            explained = mark_failed(members[k].run, err)
-            csvs[k].save()
-            if module.live:
-                log.error(f"{members[k].run.path}: {explained} The other runs of its pack go on.")
+    def on_failure(k: int, err: Diverged) -> None:
+        explained = mark_failed(members[k].run, err)
+        book.csvs[k].save()
+        if book.live:
+            log.error(f"{members[k].run.path}: {explained} The other runs of its pack go on.")
+
+    book = Bookkeeping([instantiate(c.schedule) for c in cfgs], on_failure=on_failure)
+    module = task.module(cfgs, datamodule, book)
+    for member in members:
+        member.run.check_free_space(checkpoint_bytes(module.net) // len(members))
+    try:
+        book.add_loggers(build_loggers(m.cfg, m.run) for m in members)
 
         def record_wall_time() -> None:  # kept while running: a run killed and resumed counts both parts
-            for k in module.live:
+            for k in book.live:
                 members[k].run.write_status(wall_time_s=round(previous_wall[k] + time.time() - started, 1))
 
-        module = build_module(cfgs, datamodule, pack, loggers, on_failure)
         resumes = [resume_point(m.run, restart=m.cfg.get("resume") == "restart") for m in members]
-        book = module.book
         io = MemberCheckpointIO([m.run for m in members], resumes, lambda ckpt: book.split(ckpt, module, book.live),
                                 lambda ckpts: book.merge(ckpts, module))
         trainer, checkpoints = make_trainer(cfg, members[0].run, io, record_wall_time)
@@ -126,16 +113,18 @@ def _fit(members: list[Member]) -> None:
         with compile_report() as compiled:
             fit(trainer, checkpoints, module, datamodule, resume)
         wall = time.time() - started
-        for k in module.live:
-            csvs[k].save()
-            rows = (csvs[k].rows[step] for step in sorted(csvs[k].rows))
-            members[k].run.write_status(status="completed", steps=trainer.global_step, **final_metrics(rows),
+        for k in book.live:
+            csv = book.csvs[k]
+            csv.save()
+            rows = (csv.rows[step] for step in sorted(csv.rows))
+            members[k].run.write_status(status="completed", steps=trainer.global_step,
+                                        **final_metrics(rows),
                                         wall_time_s=round(previous_wall[k] + wall, 1), **compiled)
     finally:
-        _finish(loggers)
+        _finish(book.loggers)
 
 
-def fit(trainer: L.Trainer, checkpoints: RunCheckpoints, module: Classifier, datamodule: L.LightningDataModule,
+def fit(trainer: L.Trainer, checkpoints: RunCheckpoints, module: L.LightningModule, datamodule: L.LightningDataModule,
         ckpt_path) -> None:
     """Train to trainer.max_steps (from ckpt_path when given), evaluate the last iteration, save final.ckpt."""
     # Lightning ends a SIGTERM'd fit with SIGTERMException (exit status 0); our handler has saved the checkpoint by
