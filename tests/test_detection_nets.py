@@ -136,6 +136,31 @@ def test_evaluation_detects_inside_the_image_from_at_most_300_proposals():
     assert set(found["labels"].tolist()) <= {1, 2, 3}
 
 
+def test_under_bf16_autocast_the_convolutions_run_in_bf16_and_the_boxes_in_float32():
+    """bf16-mixed (the CUDA default) on the trunk and head only: anchors, box deltas and NMS in float32, where a
+    bf16 box edge of 512-1024 pixels would land on every 4th pixel; RoI max pooling takes the float32 map."""
+    torch.manual_seed(0)
+    detector = build_detector(resnet_backbone(imagenet_resnet(18)), num_classes=3, **SMALL)
+    seen = {}
+
+    def record(name: str):
+        def hook(module, inputs, out) -> None:
+            seen.setdefault(name, out.dtype)
+        return hook
+
+    detector.backbone.register_forward_hook(record("trunk"))
+    detector.backbone.conv4_x[0].conv1.register_forward_hook(record("conv4_x"))  # a conv (frozen BN: float32)
+    image = torch.randint(0, 256, (3, 100, 120), dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[10.0, 10, 60, 70]]), "labels": torch.tensor([2])}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = detector([image], [target])
+        (found,) = detector.eval()([image])
+    assert seen == {"conv4_x": torch.bfloat16, "trunk": torch.float32}
+    assert all(loss.dtype == torch.float32 for loss in losses.values()) and found["boxes"].dtype == torch.float32
+    detector([image])  # outside autocast: float32 throughout
+    assert detector.backbone.precision is None
+
+
 def test_difficult_and_crowd_boxes_are_left_out_of_training():
     target = {"boxes": torch.arange(12.0).view(3, 4), "labels": torch.tensor([1, 2, 3]),
               "difficult": torch.tensor([False, True, False]), "iscrowd": torch.tensor([False, False, True])}

@@ -15,6 +15,11 @@ def net_name(residual: bool, depth: int) -> str:
     return f"{'resnet' if residual else 'plain'}-{depth}"
 
 
+def backbone_name(backbone: str, residual: bool, depth: int) -> str:
+    """A detector's run name after its backbone: `vgg-16`, or the ImageNet net's, `resnet-101` / `plain-101`."""
+    return "vgg-16" if backbone == "vgg16" else net_name(residual, depth)
+
+
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -56,8 +61,8 @@ def if_cuda(accelerator: str, on_cuda: Any, otherwise: Any) -> Any:
 
 
 def register_resolvers() -> None:
-    resolvers = {"net_name": net_name, "sweep_name": sweep_name, "run_dirname": run_dirname,
-                 "if_cuda": if_cuda}
+    resolvers = {"net_name": net_name, "backbone_name": backbone_name, "sweep_name": sweep_name,
+                 "run_dirname": run_dirname, "if_cuda": if_cuda}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -13,13 +13,18 @@ from deepres.errors import UserError
 
 # generator keys: what a draw is for, beside the seed
 TRAIN_AUGMENT, TRAIN_ORDER, COLOUR_NOISE = 0, 1, 2
+SAMPLING = 3  # a detector's draws of anchors and RoIs (torchvision's samplers use torch's global generator)
 VAL_SPLIT = 2  # CIFAR's held-out split (a key of its own data set: ImageNet has no colour noise there)
+
+
+def derived_seed(*key: int) -> int:
+    """A seed that is a pure function of the integer key."""
+    return int(np.random.SeedSequence([abs(k) for k in key]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 def generator(device: torch.device, *key: int) -> torch.Generator:
     """A generator on `device` whose state is a pure function of the integer key."""
-    seed = int(np.random.SeedSequence([abs(k) for k in key]).generate_state(1, dtype=np.uint64)[0]) >> 1
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(derived_seed(*key))
 
 
 class EpochOrder:

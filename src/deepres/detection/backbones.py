@@ -13,6 +13,7 @@ a ResNet (their later R-FCN and Detectron code)."""
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from torchvision.models import VGG
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -28,13 +29,27 @@ FROZEN_STAGES = 2
 STRIDE = 16
 
 
+class NetPart(nn.Sequential):
+    """A trunk or a head: its layers run in `precision` (None: as called; the detector sets its step's autocast
+    dtype, bf16 on CUDA), its output in float32, the precision in which torchvision's detector computes anchors, box
+    deltas, sampling and NMS (in bf16, a box edge between 512 and 1024 pixels lands on every 4th pixel)."""
+
+    precision: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precision is None:
+            return super().forward(x)
+        with torch.autocast(x.device.type, dtype=self.precision):
+            return super().forward(x).float()
+
+
 @dataclass
 class Backbone:
     """A detector's net: `trunk` (image -> stride-16 map of trunk.out_channels channels), `head` (pooled regions of
     roi_size x roi_size -> vectors of head.out_channels)."""
 
-    trunk: nn.Sequential
-    head: nn.Sequential
+    trunk: NetPart
+    head: NetPart
     roi_size: int
 
 
@@ -66,8 +81,8 @@ def freeze_stages(trunk: nn.Sequential, frozen_stages: int) -> nn.Sequential:
     return trunk
 
 
-def _named(modules: dict[str, nn.Module], out_channels: int) -> nn.Sequential:
-    part = nn.Sequential(OrderedDict(modules))
+def _named(modules: dict[str, nn.Module], out_channels: int) -> NetPart:
+    part = NetPart(OrderedDict(modules))
     part.out_channels = out_channels  # what torchvision's FasterRCNN and our predictor read
     return part
 

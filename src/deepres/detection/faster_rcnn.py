@@ -80,13 +80,19 @@ def training_targets(targets: Sequence[dict]) -> list[dict[str, torch.Tensor]]:
 class Detector(FasterRCNN):
     """torchvision's FasterRCNN taking the project's images and targets: uint8 images are scaled to [0, 1], and in
     training only training_targets(targets) are seen. Training returns the loss dict (loss_objectness,
-    loss_rpn_box_reg, loss_classifier, loss_box_reg); evaluation the predictions, in the images' own coordinates."""
+    loss_rpn_box_reg, loss_classifier, loss_box_reg); evaluation the predictions, in the images' own coordinates.
+    Under autocast (bf16-mixed on CUDA) only the trunk and the head run in low precision; boxes stay float32."""
 
     def forward(self, images: list[torch.Tensor], targets: Sequence[dict] | None = None):
         images = [image if image.is_floating_point() else image.float().div(255) for image in images]
         if self.training and targets is not None:
             targets = training_targets(targets)
-        return super().forward(images, targets)
+        device = images[0].device.type
+        precision = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        for part in (self.backbone, self.roi_heads.box_head):
+            part.precision = precision
+        with torch.autocast(device, enabled=False):
+            return super().forward(images, targets)
 
 
 def build_detector(backbone: Backbone, num_classes: int, *, pooling: str = "max", min_size: int | Sequence[int] = 600,

@@ -85,11 +85,20 @@ def _check_step_graph(cfg: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
+    """A classification run's config."""
     _check_model(cfg)
     _check_step_graph(cfg)
     check_shortcut(cfg.model.shortcut)
     if "stride_on" in cfg.model:
         check_stride_on(cfg.model.stride_on)
+    validate_run(cfg)
+    _check_bn_batch(cfg)
+    _check_monitor(cfg)
+
+
+def validate_run(cfg: DictConfig) -> None:
+    """What every task's run config must hold: positive sizes and counts, the collector's policy, the schedule's
+    milestones inside the run, and a known resume value."""
     for key in ("data.batch_size", "data.eval_batch_size", "optimizer.lr", "trainer.max_steps",
                 "trainer.val_check_interval", "trainer.log_every_n_steps", "checkpoint.every_n_steps",
                 "gc.every_n_steps"):
@@ -100,8 +109,6 @@ def validate(cfg: DictConfig) -> None:
                         "(Python's own collector).")
     if "milestones" in cfg.schedule:  # the plateau schedule finds its own
         milestone_steps(cfg.schedule.milestones, cfg.trainer.max_steps)
-    _check_bn_batch(cfg)
-    _check_monitor(cfg)
     if cfg.get("resume", "restart") != "restart":
         raise UserError(f"resume={cfg.resume!r} is unknown; the one value is restart: +resume=restart lets a run whose "
                         "checkpoints are all damaged train again from iteration 0 (without it such a run stops).")

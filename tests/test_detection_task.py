@@ -1,0 +1,86 @@
+"""Detection is a task beside classification on the same run machinery: a detection run is a run (its directory,
+status.json, metrics.csv, refusals before anything exists, exact resume after kill -9), and no module of the
+training core imports the detection task (training/task.py: the core takes tasks from the config)."""
+import ast
+import json
+from pathlib import Path
+
+import pytest
+from helpers.train import ROOT, run_train
+from test_resume import assert_kill_9_and_resume_is_exact
+
+from deepres.detection.generated import write_voc
+from deepres.runs.metrics_csv import read_rows
+
+CORE = ["src/train.py", "src/deepres/*.py", "src/deepres/training/*.py", "src/deepres/runs/*.py",
+        "src/deepres/packing/*.py", "src/deepres/models/*.py", "src/deepres/data/*.py", "src/hydra_plugins/**/*.py"]
+# a detector small and quick enough for the suite: ResNet-18 at 96-128 pixels, few proposals and RoIs
+TINY = ["experiment=voc_faster_rcnn", "model.depth=18", "model.min_size=96", "model.max_size=128",
+        "model.anchor_sizes=[32,64,128]", "model.rpn_pre_nms_top_n_train=300", "model.rpn_post_nms_top_n_train=60",
+        "model.rpn_pre_nms_top_n_test=300", "model.rpn_post_nms_top_n_test=20", "model.box_batch_size_per_image=8",
+        "data.batch_size=2", "data.eval_batch_size=2", "data.num_workers=0", "trainer.log_every_n_steps=2",
+        "trainer.enable_progress_bar=false", "logger=none"]
+
+
+def imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_no_module_of_the_training_core_imports_the_detection_task():
+    files = [path for pattern in CORE for path in ROOT.glob(pattern)]
+    assert len(files) > 40 and ROOT / "src/deepres/training/fit.py" in files
+    offenders = {str(p.relative_to(ROOT)): sorted(n for n in imports(p) if n.startswith("deepres.detection"))
+                 for p in files}
+    assert {path: names for path, names in offenders.items() if names} == {}
+    # the test can see an import: the detection task itself imports the core
+    assert "deepres.training.bookkeeping" in imports(ROOT / "src/deepres/detection/task.py")
+
+
+@pytest.fixture(scope="module")
+def voc_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("voc")
+    write_voc(root, images=10)
+    return root
+
+
+@pytest.mark.parametrize("bad, says", [
+    (["model.backbone=alexnet"], "model.backbone='alexnet' is not a detection backbone; valid: resnet"),
+    (["model.depth=19"], "model.depth=19 is not an ImageNet depth of Table 1"),
+    (["+model.foo=1"], "model.foo is not a key of the detector"),
+    (["data.test_set=08test"], "08test"),
+    (["data.root=NOWHERE"], "NOWHERE"),
+], ids=["backbone", "depth", "key", "test-set", "no-data"])
+def test_a_refused_detection_run_says_why_in_one_paragraph_and_creates_nothing(voc_root, tmp_path, bad, says):
+    bad = [o.replace("NOWHERE", str(tmp_path / "nowhere")) for o in bad]
+    proc = run_train(*TINY, f"data.root={voc_root}", *bad, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
+                     check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert says.replace("NOWHERE", str(tmp_path / "nowhere")) in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_detection_run_is_a_run_and_resumes_exactly_after_kill_9(voc_root, tmp_path):
+    """Its status.json and metrics.csv (the four losses, the lr, VOC 2007's mAP and per-class APs), and a run killed
+    at its first checkpoint ends with the uninterrupted run's rows and weights (bitwise on CPU)."""
+    args = [*TINY, f"data.root={voc_root}", "trainer.max_steps=8", "trainer.val_check_interval=4",
+            "checkpoint.every_n_steps=4"]
+    run_train(*args, f"hydra.run.dir={tmp_path / 'whole'}")
+    status = json.loads((tmp_path / "whole" / "status.json").read_text())
+    assert status["status"] == "completed" and status["steps"] == 8 and status["name"] == "resnet-18"
+    rows = read_rows(tmp_path / "whole" / "metrics.csv")
+    assert [r["step"] for r in rows if "train/loss" in r] == [2, 4, 6, 8]
+    assert [r["step"] for r in rows if "test/mAP50" in r] == [4, 8]
+    last = rows[-1]
+    assert status["test/mAP50"] == last["test/mAP50"] and 0 <= last["test/mAP50"] <= 100
+    assert sum(key.startswith("test/AP50/") for key in last) == 20
+    parts = [last[f"train/{name}"] for name in ("loss_classifier", "loss_box_reg", "loss_objectness",
+                                                "loss_rpn_box_reg")]
+    assert last["train/loss"] == pytest.approx(sum(parts)) and last["lr"] == pytest.approx(0.0001)  # from 6 of 8
+    assert_kill_9_and_resume_is_exact(args, tmp_path / "whole", tmp_path / "killed")
