@@ -161,3 +161,59 @@ smoke-fig6: $(INSTALLED)  ## the reproduce-fig6 path in about a minute: tiny run
 	$(PY) -m deepres.data.fake_cifar $(SMOKE_DIR)/data --test 64
 	$(PY) src/train.py -m '+sweep=[fig6,smoke]' data.root=$(SMOKE_DIR)/data hydra.sweep.dir=$(SMOKE_DIR) $(ARGS)
 	$(PY) src/report.py $(SMOKE_DIR) fig1 fig6 table6 fig7
+
+# Table 5: six ImageNet nets (sweeps/table5.yaml) as one ensemble, multi-scale. Each point names its seed (the two
+# ResNet-152 differ by theirs), so SEEDS does not apply.
+TABLE5_DIR ?= multirun/table5
+SMOKE_TABLE5_DIR ?= multirun/smoke-table5
+.PHONY: reproduce-table5 smoke-table5
+
+# $(call run_dirs,DIR): the run directories of DIR, those holding .hydra/config.yaml (not DIR/data, a smoke's data)
+run_dirs = $$(for config in $(1)/*/.hydra/config.yaml; do echo $${config%/.hydra/config.yaml}; done)
+# $(call ensemble,DIR,MODE): the runs of DIR as one ensemble under MODE (DIR/ensemble_MODE.json), unless that file is
+# newer than every final.ckpt of DIR
+ensemble = if [ ! -f $(1)/ensemble_$(2).json ] || [ -n "$$(find $(1) -name final.ckpt -newer $(1)/ensemble_$(2).json)" ]; \
+	then $(PY) src/evaluate.py $(call run_dirs,$(1)) eval.ensemble=true eval.mode=$(2) eval.ensemble_dir=$(1); fi
+
+reproduce-table5: $(INSTALLED)  ## Table 5: ResNet-34 B/C, 50, 101 and two 152s on ImageNet as one multi-scale ensemble
+	$(PY) src/train.py -m +sweep=table5 hydra.sweep.dir=$(TABLE5_DIR) $(ARGS)
+	$(call ensemble,$(TABLE5_DIR),multi_scale)
+	$(PY) src/report.py $(TABLE5_DIR) table5
+
+smoke-table5: export OMP_NUM_THREADS := 1
+smoke-table5: $(INSTALLED)  ## the reproduce-table5 path (six nets, one multi-scale ensemble) on generated ImageNet
+	$(PY) -m deepres.data.imagenet_fake $(SMOKE_TABLE5_DIR)/data
+	$(PY) src/train.py -m '+sweep=[table5,smoke_imagenet]' data.root=$(SMOKE_TABLE5_DIR)/data \
+	  hydra.sweep.dir=$(SMOKE_TABLE5_DIR) $(ARGS)
+	$(call ensemble,$(SMOKE_TABLE5_DIR),multi_scale)
+	$(PY) src/report.py $(SMOKE_TABLE5_DIR) table5
+
+# Tables 7 and 8: Faster R-CNN with VGG-16 and ResNet-101 on PASCAL VOC and MS COCO. Give the ImageNet weights each
+# backbone starts from: ARGS="data.root=... backbone_weights.vgg16=PATH 'backbone_weights.resnet=\"PATH\"'"
+# (sweeps/table7.yaml). The smoke targets train random backbones on small generated sets.
+TABLE7_DIR ?= multirun/table7
+TABLE8_DIR ?= multirun/table8
+SMOKE_TABLE7_DIR ?= multirun/smoke-table7
+SMOKE_TABLE8_DIR ?= multirun/smoke-table8
+.PHONY: reproduce-table7 reproduce-table8 smoke-table7 smoke-table8
+
+# $(call smoke_detection,TABLE,LAYOUT,DIR,OVERRIDES): a detection reproduce target on a generated LAYOUT (voc, coco)
+smoke_detection = $(PY) -m deepres.detection.generated $(2) $(3)/data && \
+	$(PY) src/train.py -m '+sweep=[$(1),smoke_detection]' data.root=$(3)/data hydra.sweep.dir=$(3) $(4) $(ARGS) && \
+	$(PY) src/report.py $(3) $(1)
+
+reproduce-table7: $(INSTALLED)  ## Table 7: Faster R-CNN, VGG-16 vs ResNet-101, VOC 07 test mAP and VOC 12 test server files
+	$(call sweep,table7,$(TABLE7_DIR))
+	$(PY) src/report.py $(TABLE7_DIR) table7
+
+reproduce-table8: $(INSTALLED)  ## Table 8: Faster R-CNN, VGG-16 vs ResNet-101, mAP@.5 and mAP@[.5,.95] on COCO val
+	$(call sweep,table8,$(TABLE8_DIR))
+	$(PY) src/report.py $(TABLE8_DIR) table8
+
+smoke-table7: export OMP_NUM_THREADS := 1
+smoke-table7: $(INSTALLED)  ## the reproduce-table7 path (4 detectors, mAP and server files) on generated VOC
+	$(call smoke_detection,table7,voc,$(SMOKE_TABLE7_DIR))
+
+smoke-table8: export OMP_NUM_THREADS := 1
+smoke-table8: $(INSTALLED)  ## the reproduce-table8 path (2 detectors, COCO's mAP) on generated COCO
+	$(call smoke_detection,table8,coco,$(SMOKE_TABLE8_DIR),'data.train_sets=[train2017]' data.test_set=val2017)

@@ -3,6 +3,7 @@
     python src/report.py multirun/cifar10 fig6 table6 [fig1 fig7] [--data-root DIR]
     python src/report.py multirun/imagenet fig4 table2 table3 table4
     python src/report.py multirun/table5 table5     (where src/evaluate.py ... eval.ensemble=true wrote its files)
+    python src/report.py multirun/table7 table7     (Faster R-CNN on PASCAL VOC; multirun/table8 table8: MS COCO)
 """
 import argparse
 import sys

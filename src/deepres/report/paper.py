@@ -1,7 +1,7 @@
-"""The paper's numbers that the tables compare with (He et al. 2016, Tables 2-6)."""
+"""The paper's numbers that the tables compare with (He et al. 2016, Tables 2-8)."""
 from dataclasses import dataclass
 
-from deepres.report.runs import Net
+from deepres.report.runs import VGG_16, Net
 
 
 @dataclass(frozen=True)
@@ -71,4 +71,33 @@ TABLE_5 = [
     EnsembleRow("BN-inception", 4.82),
     EnsembleRow("ResNet (ILSVRC'15)", 3.57,
                 note="six models of different depths (only two of them 152-layer ones at the time of submitting)"),
+]
+
+
+@dataclass(frozen=True)
+class VocRow:
+    net: Net                     # the backbone of the baseline Faster R-CNN [32]
+    voc07: float                 # mAP (%) on VOC 2007 test, trained on 07+12
+    voc12: float                 # mAP (%) on VOC 2012 test (the evaluation server's), trained on 07++12
+
+
+# Table 7: Faster R-CNN on PASCAL VOC; ResNet-101 is the ImageNet net of Table 3 (shortcut B).
+TABLE_7 = [
+    VocRow(VGG_16, 73.2, 70.4),
+    VocRow(Net(True, 101, "B"), 76.4, 73.8),
+]
+
+
+@dataclass(frozen=True)
+class CocoRow:
+    net: Net
+    map50: float                 # COCO val mAP@.5 (%)
+    map: float                   # COCO val mAP@[.5, .95] (%), COCO's standard metric
+
+
+# Table 8: Faster R-CNN on MS COCO val. The paper's "28% relative improvement" is ResNet-101's mAP@[.5, .95] over
+# VGG-16's: 27.2 / 21.2 = 1.28.
+TABLE_8 = [
+    CocoRow(VGG_16, 41.5, 21.2),
+    CocoRow(Net(True, 101, "B"), 48.4, 27.2),
 ]

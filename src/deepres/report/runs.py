@@ -3,6 +3,7 @@
 Everything comes from files a run leaves (metrics.csv, status.json, .hydra/*.yaml, checkpoints), so reports work
 offline and on sweeps that ran elsewhere. The setting of a run is its overrides other than the net and the seed:
 a figure or table compares runs of one setting only (mixing 400-iteration and 64k-iteration runs would be wrong)."""
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,24 +23,32 @@ from deepres.runs.metrics_csv import FILENAME, read_rows
 from deepres.runs.run_dir import FINAL, STATUS
 from deepres.safe_files import read_checkpoint
 
-NET_KEYS = ("model.depth", "model.residual", "model.shortcut", "seed")
-# like the seed, which instance of the net: the public weights a run holds (src/evaluate.py) or starts from
-INSTANCE_KEYS = ("model.weights",)
+NET_KEYS = ("model.backbone", "model.depth", "model.residual", "model.shortcut", "seed")
+# like the seed, which instance of the net: the public weights a run holds (src/evaluate.py) or starts from (a
+# detector's backbone), and their format (VGG-16's is torchvision's)
+INSTANCE_KEYS = ("model.weights", "model.weights_format")
 
 
 @dataclass(frozen=True, order=True)
 class Net:
-    """One net of the paper: plain or ResNet, its depth, and the shortcut option of a ResNet (None for plain)."""
+    """One net of the paper: plain or ResNet, its depth, and the shortcut option of a ResNet (None for plain); or,
+    as a detector's backbone, the VGG-16 that Tables 7 and 8 compare with (backbone="vgg16")."""
 
     residual: bool
     depth: int
     shortcut: str | None = None
+    backbone: str = "resnet"
 
     def label(self, shortcut: bool = False) -> str:
-        """`plain-56`, `ResNet-56`, or with shortcut=True `ResNet-34 B` (Table 3's names)."""
+        """`plain-56`, `ResNet-56`, or with shortcut=True `ResNet-34 B` (Table 3's names); `VGG-16`."""
+        if self.backbone == "vgg16":
+            return "VGG-16"
         if not self.residual:
             return f"plain-{self.depth}"
         return f"ResNet-{self.depth}" + (f" {self.shortcut}" if shortcut else "")
+
+
+VGG_16 = Net(False, 16, backbone="vgg16")
 
 
 class Run:
@@ -50,7 +59,10 @@ class Run:
         self.path = path
         self.config: DictConfig = OmegaConf.load(path / ".hydra" / "config.yaml")
         model = self.config.model
-        self.net = Net(bool(model.residual), int(model.depth), str(model.shortcut) if model.residual else None)
+        if model.get("backbone") == "vgg16":  # a detector on VGG-16, whose depth and residual keys do not apply
+            self.net = VGG_16
+        else:
+            self.net = Net(bool(model.residual), int(model.depth), str(model.shortcut) if model.residual else None)
         self.seed = int(self.config.seed)
         self.setting = _setting(path / ".hydra")
 
@@ -129,6 +141,12 @@ class Sweep:
         if not self.runs:
             raise UserError(f"{self.path} holds no runs: no */.hydra/config.yaml below it. Give the directory that "
                             "src/train.py -m wrote (hydra.sweep.dir), e.g. multirun/cifar10.")
+
+    def only(self, keep: Callable[[Run], bool]) -> "Sweep":
+        """The sweep with the runs `keep` accepts (perhaps none), e.g. those of one test set."""
+        part = copy.copy(self)
+        part.runs = [run for run in self.runs if keep(run)]
+        return part
 
     def select(self, keep: Callable[[Net], bool], what: str) -> dict[Net, list[Run]]:
         """The runs of the nets `keep` accepts, grouped by net in order (plain first, then by depth). They must
