@@ -48,6 +48,7 @@ PARTS = [
     Part("imagenet", 90, ["imagenet_input.py", "--steps", "20", "--warmup", "5"],
          ["imagenet_input.py", "--nets", "18", "--inputs", "synthetic", "cpu", "--steps", "1", "--warmup", "1",
           "--batch", "2", "--workers", "1", "--images", "8"]),
+    Part("detection", 60, ["detection.py", "--steps", "20", "--warmup", "5"], ["detection.py", "--dry"]),
     Part("memory-resnet1202", 45, ["throughput.py", "--nets", "resnet1202", "--configs", "defaults",
                                    "model.checkpoint_activations=true", "--steps", "5", "--warmup", "2"],
          ["throughput.py", "--nets", "resnet8", "--configs", "defaults", "model.checkpoint_activations=true",

@@ -2,7 +2,7 @@
 settings on the CPU, into the folders a GPU run writes; a part that hangs or fails costs its slot only.
 
 The check's parts run as children of the suite's zygote (their own processes, without the start-up of torch and
-Lightning that each of the eight would pay); make gpu-check runs one part through make as a user runs it."""
+Lightning that each part would pay); make gpu-check runs one part through make as a user runs it."""
 import csv
 import json
 import os
@@ -44,6 +44,7 @@ def test_the_gpu_check_runs_every_part_and_writes_one_folder(tmp_path):
     steps = list(csv.DictReader(open(folder / "steps.csv")))
     assert {(r["net"], r["loop"]) for r in steps} >= {("ResNet-8", "lightning graph"), ("ResNet-20", "plain graph")}
     assert "| ResNet-8 | fp32 | lightning eager |" in report and "pack of 2" in report and "ResNet-18" in report
+    assert "| ResNet-18 Faster R-CNN | train |" in report and "| VGG-16 Faster R-CNN | inference |" in report
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from helpers.train import FAST, ROOT, run_train
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
 import concurrent_runs  # noqa: E402
+import detection  # noqa: E402
 import imagenet_decode  # noqa: E402
 import imagenet_input  # noqa: E402
 import loader  # noqa: E402
@@ -180,6 +181,37 @@ def test_imagenet_input_benchmark_trains_from_each_cpu_input(tmp_path, monkeypat
     for inputs in ("synthetic", "cpu"):
         monkeypatch.setattr(imagenet_input, "time", clock(0, 0.5))
         assert imagenet_input.images_per_second(18, inputs, root, steps=1, warmup=1, workers=0, batch=4) == 8
+
+
+def test_detection_benchmark_dry_run_times_training_and_inference(tmp_path):
+    """--dry on ResNet-18: a row per mode, its RoIs per image within the dry run's 16, its images/s the batch over
+    the mean step; with two timed steps the median is their mean and the p99 lies between the mean and twice it."""
+    out = tmp_path / "detection.md"
+    results = detection.main(["--dry", "--nets", "resnet18", "--batch", "2", "--out", str(out)])
+    assert [(r["net"], r["mode"], r["batch"]) for r in results] == [("ResNet-18", "train", 2),
+                                                                    ("ResNet-18", "inference", 2)]
+    report = out.read_text()
+    assert "shorter side 96 (longer <= 160; dry run" in report and "Machine: " in report
+    rows = [line for line in report.splitlines() if line.startswith("| ResNet-18 Faster R-CNN |")]
+    assert len(rows) == 2
+    for row, mode in zip(rows, ("train", "inference"), strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1:3] == [mode, "2"]
+        rois, rate, mean, median, p99 = (float(c.replace(",", "")) for c in cells[3:8])
+        assert 1 <= rois <= 16
+        assert rate == pytest.approx(2 * 1e3 / mean, rel=0.01)
+        assert median == mean and mean <= p99 < 2 * mean
+
+
+@pytest.mark.slow
+def test_detection_benchmark_measures_in_a_fresh_process():
+    """VGG-16's training, alone in its process, holds at least fc6 and fc7, their gradients and momentum."""
+    settings = {key: value for key, value in detection.DRY.items() if key != "nets"}
+    result = detection.run_isolated({"net": "vgg16", "mode": "train", "batch": 1, **settings}, timeout=300)
+    assert (result["net"], result["mode"]) == ("VGG-16", "train"), result
+    assert result["images_per_s"] == pytest.approx(1e3 / result["ms_per_step"])
+    fc_mb = 4 * (512 * 7 * 7 * 4096 + 4096 * 4096) / 2**20
+    assert result["peak_memory_mb"] >= 3 * fc_mb
 
 
 @pytest.mark.slow
