@@ -55,3 +55,28 @@ def test_the_imagenet_smoke_targets_share_one_folder_as_the_reproduce_targets_do
     assert sum("depth=18" in name for name in runs) == 2
     assert {"fig4.png", "fig4.pdf", "table2.md"} <= {p.name for p in tmp_path.iterdir()}
     assert "ResNet-34" in (tmp_path / "table2.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_detection_smoke_targets_train_evaluate_and_report(tmp_path):
+    """make smoke-table7 (VGG-16 and ResNet-18 on generated VOC, 07+12 -> 07test and 07++12 -> 12test's server
+    files) and make smoke-table8 (both on generated COCO): every run completed, its mAPs in status.json, the tables
+    written beside the paper's numbers."""
+    voc, coco = tmp_path / "voc", tmp_path / "coco"
+    make("smoke-table7", SMOKE_TABLE7_DIR=voc)
+    runs = {run.name: json.loads((run / "status.json").read_text()) for run in voc.glob("*/") if run.name != "data"}
+    assert len(runs) == 4 and all(status["status"] == "completed" for status in runs.values())
+    scored = [status for name, status in runs.items() if "12test" not in name]
+    assert len(scored) == 2 and all(0 <= status["test/mAP50"] <= 100 for status in scored)
+    served = [voc / name / "voc2012_test" for name in runs if "12test" in name]
+    assert all(len(list(folder.glob("results/VOC2012/Main/comp4_det_test_*.txt"))) == 20 for folder in served)
+    header = (voc / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[header.index("test/error") + 1] == "test/mAP50"  # the summary's columns: a detector's results too
+    table7 = (voc / "table7.md").read_text()
+    assert "| 73.2 |" in table7 and "| 76.4 |" in table7 and "server: " in table7 and "VGG-16" in table7
+
+    make("smoke-table8", SMOKE_TABLE8_DIR=coco)
+    runs = [json.loads(p.read_text()) for p in coco.glob("*/status.json")]
+    assert len(runs) == 2 and all(r["status"] == "completed" and "test/mAP" in r and "test/mAP50" in r for r in runs)
+    assert "| 41.5 |" in (coco / "table8.md").read_text()
+

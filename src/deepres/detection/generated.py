@@ -85,8 +85,10 @@ def _voc_xml(image_id: str, width: int, height: int, objects: list[tuple[str, tu
     return ET.ElementTree(root)
 
 
-def write_voc(root: str | Path, images: int = 10, seed: int = 0, sizes: Sequence[int] = SIZES) -> Path:
-    """root/VOC2007 and root/VOC2012 in the devkit's layout (VOC_PARTS: images per part, as multiples of `images`).
+def write_voc(root: str | Path, images: int = 10, seed: int = 0, sizes: Sequence[int] = SIZES,
+              classes: int = len(VOC_CLASSES)) -> Path:
+    """root/VOC2007 and root/VOC2012 in the devkit's layout (VOC_PARTS: images per part, as multiples of `images`),
+    with objects of the first `classes` VOC classes (fewer classes, more objects of each: a short run learns them).
     Returns root."""
     root, rng = Path(root), np.random.default_rng(seed)
     serial = {"VOC2007": iter(range(1, 10**6)), "VOC2012": iter(range(1, 10**6))}
@@ -96,13 +98,13 @@ def write_voc(root: str | Path, images: int = 10, seed: int = 0, sizes: Sequence
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         # each run of 20 objects holds every class once
-        classes = np.concatenate([rng.permutation(len(VOC_CLASSES)) for _ in range(4 * images // 5 + 1)])
+        drawn = np.concatenate([rng.permutation(classes) for _ in range(4 * images // 5 * 20 // classes + 1)])
         ids, made, plain = [], 0, set()  # plain: the classes with an object that is not difficult
         for _ in range(max(1, round(share * images))):
             number = next(serial[year])
             image_id = f"{number:06d}" if year == "VOC2007" else f"2008_{number:06d}"
             width, height = _size(rng, sizes)
-            labels = classes[made:made + int(rng.integers(2, 5))]
+            labels = drawn[made:made + int(rng.integers(2, 5))]
             image, shapes = draw(rng, width, height, labels)
             objects = []
             for label, (box, _) in zip(labels, shapes):
@@ -167,9 +169,12 @@ def main() -> None:
     parser.add_argument("root")
     parser.add_argument("--images", type=int, default=10, help="VOC2007 trainval's or train2017's images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes", type=int, default=len(VOC_CLASSES), help="VOC: objects of the first N classes")
     args = parser.parse_args()
-    write = write_voc if args.layout == "voc" else write_coco
-    print(write(args.root, args.images, args.seed))
+    if args.layout == "voc":
+        print(write_voc(args.root, args.images, args.seed, classes=args.classes))
+    else:
+        print(write_coco(args.root, args.images, args.seed))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""The sweep summary: one row per job (overrides, final errors, steps, wall time, status), written at the sweep root
-as summary.csv and summary.md when a multirun ends. Built from each job's status.json, so it also summarises a
-sweep whose jobs ran elsewhere (SLURM) or crashed."""
+"""The sweep summary: one row per job (overrides, final errors or mAPs, steps, wall time, status), written at the
+sweep root as summary.csv and summary.md when a multirun ends. Built from each job's status.json, so it also
+summarises a sweep whose jobs ran elsewhere (SLURM) or crashed."""
 import csv
 import io
 import json
@@ -19,6 +19,7 @@ log = logging.getLogger("deepres")
 COLUMNS = ["job", "name", "overrides", "status", "steps", "train/error", "test/error", "val/error", "wall_time_s",
            "reason"]
 CONSOLE_COLUMNS = ["name", "overrides", "train/error", "test/error", "steps", "wall_time_s", "status"]
+MAPS = ["test/mAP50", "test/mAP"]  # a detector's results: columns after the errors when a job has them
 
 
 def collect(sweep_dir: str | Path) -> list[dict]:
@@ -29,8 +30,16 @@ def collect(sweep_dir: str | Path) -> list[dict]:
             status = json.loads(path.read_text())
         except json.JSONDecodeError:
             status = {"status": "failed", "reason": f"unreadable {path}"}
-        rows.append({"job": str(path.parent.relative_to(sweep_dir)), **{k: status.get(k, "") for k in COLUMNS[1:]}})
+        rows.append({"job": str(path.parent.relative_to(sweep_dir)),
+                     **{k: status.get(k, "") for k in COLUMNS[1:] + MAPS}})
     return rows
+
+
+def with_maps(rows: list[dict], columns: list[str]) -> list[str]:
+    """`columns` with the mAP columns that some job has, after test/error."""
+    maps = [c for c in MAPS if any(r[c] != "" for r in rows)]
+    at = columns.index("test/error") + 1
+    return columns[:at] + maps + columns[at:]
 
 
 def _cell(value) -> str:
@@ -40,11 +49,12 @@ def _cell(value) -> str:
 def write_summary(sweep_dir: str | Path) -> list[dict]:
     rows = collect(sweep_dir)
     out = io.StringIO()
-    writer = csv.DictWriter(out, COLUMNS, lineterminator="\n")
+    columns = with_maps(rows, COLUMNS)
+    writer = csv.DictWriter(out, columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(Path(sweep_dir) / "summary.csv", out.getvalue())
-    atomic_write_text(Path(sweep_dir) / "summary.md", table(rows, COLUMNS))
+    atomic_write_text(Path(sweep_dir) / "summary.md", table(rows, columns))
     return rows
 
 
@@ -71,7 +81,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
         failed = [r for r in rows if r["status"] != "completed"]
-        print(table(rows, CONSOLE_COLUMNS), end="")
+        print(table(rows, with_maps(rows, CONSOLE_COLUMNS)), end="")
         log.info(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)} of {len(rows)} completed)")
         if failed:
             for r in failed:

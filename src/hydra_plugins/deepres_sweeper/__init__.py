@@ -24,12 +24,11 @@ class ValidatingSweeper(BasicSweeper):
             return None
 
     def validate_batch_is_legal(self, batch) -> None:
-        from deepres.training.validate import check_data, validate  # here: plugin discovery must not load torch
+        from deepres.training.task import task_of  # here: plugin discovery must not load torch
 
         for overrides in batch:
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             try:
-                validate(cfg)
-                check_data(cfg)
+                task_of(cfg).check([cfg])  # the checks of its task: the config, then the data's files
             except UserError as err:
                 raise UserError(f"job {' '.join(overrides)}: {err} No job was launched.") from None
