@@ -13,7 +13,7 @@ from deepres.data.imagenet import StreamLoader
 from deepres.detection.coco import read_set
 from deepres.detection.datamodule import DetectionDataModule, TrainStream, collate, hflip, read_image
 from deepres.detection.generated import COCO_CATEGORIES, colour, draw, main, write_coco, write_voc
-from deepres.detection.voc import VOC_CLASSES, read_annotation, read_sets
+from deepres.detection.voc import VOC_CLASSES, read_annotation, read_part, read_sets
 from deepres.errors import UserError
 
 SIZES = (64, 96)
@@ -324,3 +324,11 @@ def test_the_entry_point_writes_both_layouts(tmp_path, monkeypatch, capsys):
         assert capsys.readouterr().out.strip() == str(tmp_path / layout)
     assert len(list((tmp_path / "voc" / "VOC2012" / "JPEGImages").iterdir())) == 3 + 1
     assert len(json.loads((tmp_path / "coco" / "annotations" / "instances_train2017.json").read_text())["images"]) == 2
+
+
+def test_a_generated_voc_folder_can_hold_fewer_classes(tmp_path):
+    """--classes N: objects of the first N classes only, so a short run sees many of each."""
+    root = write_voc(tmp_path, images=10, sizes=SIZES, classes=3)
+    for part in ("VOC2007/trainval", "VOC2007/test", "VOC2012/trainval"):
+        _, targets = read_part(root, part)
+        assert {int(label) for t in targets for label in t["labels"]} == {1, 2, 3}

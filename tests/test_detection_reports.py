@@ -227,7 +227,7 @@ def test_smoke_detection_shrinks_the_runs_and_the_resnet_but_keeps_vgg_16(table)
     assert jobs(table, "smoke_detection") == jobs(table)
     cfg = compose_config(f"+sweep=[{table},smoke_detection]", *RESNET_101)
     assert (cfg.name, cfg.model.min_size, cfg.model.max_size, cfg.data.batch_size, cfg.data.num_workers) == \
-        ("resnet-18", 128, 200, 2, 0)
+        ("resnet-18", 96, 128, 2, 0)
     assert cfg.trainer.val_check_interval == cfg.trainer.max_steps < 20 and cfg.model.weights is None
     vgg = compose_config(f"+sweep=[{table},smoke_detection]", *VGG)
     assert (vgg.name, vgg.model.backbone, vgg.model.weights_format) == ("vgg-16", "vgg16", "torchvision")
