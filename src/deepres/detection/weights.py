@@ -16,7 +16,7 @@ from torchvision.models import VGG, vgg16
 from deepres.errors import UserError
 from deepres.models.blocks import Bottleneck
 from deepres.models.imagenet import ImageNetResNet, table_1_row
-from deepres.models.public_weights import _read, load_weights
+from deepres.models.public_weights import load_weights, read_state_dict
 
 RESNET_FORMATS = ("deepres", "torchvision")
 # deepres's ImageNet data subtracts the mean only (the paper); torchvision's nets were trained on (x - mean) / std
@@ -47,7 +47,7 @@ def imagenet_vgg16(weights: str | Path | None = None, weights_format: str = "tor
     if weights is not None and weights_format != "torchvision":
         raise UserError(f"model.weights_format={weights_format!r} is not a format of VGG-16 weights; valid: "
                         "torchvision (its vgg16 state dict).")
-    state = None if weights is None else _read(Path(weights).expanduser())
+    state = None if weights is None else read_state_dict(Path(weights).expanduser())
     net = vgg16(weights=None)
     net.classifier[6] = nn.Identity()
     if state is None:

@@ -69,7 +69,7 @@ def from_akamaster(state_dict: dict[str, torch.Tensor], widths: tuple[int, ...])
     return ours
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """The file's tensors, loaded as data (safe_files.py): public checkpoints hold no code."""
     try:
         state = load_torch(path, name=f"model.weights={path}")
@@ -91,7 +91,7 @@ def load_weights(net: nn.Module, path: str | Path, weights_format: str) -> nn.Mo
     """The checkpoint's weights in `net` (every tensor in its place: strict), converted from `weights_format`."""
     if weights_format not in FORMATS:
         raise UserError(f"model.weights_format={weights_format!r} is unknown; valid: {', '.join(FORMATS)}.")
-    state = _read(Path(path).expanduser())
+    state = read_state_dict(Path(path).expanduser())
     if weights_format == "deepres":
         state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")} or state
     elif weights_format == "torchvision":
