@@ -131,11 +131,13 @@ class Memory(Callback):
 
 @pytest.mark.slow
 def test_a_long_run_with_manual_collection_keeps_its_memory_flat(tmp_path, cifar10_root, collector_on):
-    """2000 iterations, collected every 100, evaluated and checkpointed every 400: the first evaluations and
-    checkpoints make what they keep (the modules and buffers of saving and evaluating, the allocator's pools), and
-    over the run's second half, 1000 iterations, resident memory moves by less than 4 MB (4 kB an iteration would
-    show) and the collector's unfrozen objects by fewer than 25 (one kept every 40 iterations would show; the
-    worker's own threads and logging move it by a few): what an iteration leaves is collected, not kept."""
+    """2000 iterations, collected every 100, evaluated and checkpointed every 400. Over the run's second half the
+    collector's unfrozen objects move by fewer than 25 (one kept every 40 iterations would show; the worker's threads
+    and logging move it by a few), and between one evaluation and the next resident memory moves by less than 1 MB
+    (8 kB kept an iteration showed as 1.2 MB over the 300 iterations a stretch spans; 4 kB hid in the allocator's
+    free pages): what an iteration leaves is collected, not kept. Across an evaluation and checkpoint resident memory
+    may step once by the C allocator's pools (10 MB at one of three in a CI run, the objects flat), so the stretches
+    are compared apart."""
     memory = Memory(every=100)
     cfg = compose_config(*FAST, f"data.root={cifar10_root}", "trainer.max_steps=2000", "data.batch_size=4",
                          "trainer.log_every_n_steps=50", "trainer.val_check_interval=400",
@@ -145,6 +147,9 @@ def test_a_long_run_with_manual_collection_keeps_its_memory_flat(tmp_path, cifar
     trainer.callbacks.append(memory)
     trainer.fit(module, datamodule)
     assert [step for step, _, _ in memory.samples] == list(range(50, 2000, 100))
-    resident, objects = zip(*[(mb, count) for step, mb, count in memory.samples if step > 1000])
-    assert max(resident) - min(resident) < 4, repr(memory.samples)
+    second_half = [(step, mb, count) for step, mb, count in memory.samples if step > 1000]
+    for evaluation in (800, 1200, 1600):
+        stretch = [mb for step, mb, _ in second_half if evaluation < step < evaluation + 400]
+        assert max(stretch) - min(stretch) < 1, repr(memory.samples)
+    objects = [count for _, _, count in second_half]
     assert max(objects) - min(objects) < 25, repr(memory.samples)
