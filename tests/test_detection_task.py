@@ -65,6 +65,15 @@ def test_a_refused_detection_run_says_why_in_one_paragraph_and_creates_nothing(v
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
 
 
+def test_a_run_shorter_than_its_log_interval_checks_the_losses_it_made(voc_root, tmp_path):
+    """Three iterations, rows every five: the end's row checks iterations 1-3 (each in its slot of the ring; a slot
+    one off read an unwritten NaN as iteration 1's loss and failed the run)."""
+    run_train(*TINY, f"data.root={voc_root}", "trainer.max_steps=3", "trainer.val_check_interval=3",
+              "trainer.log_every_n_steps=5", f"hydra.run.dir={tmp_path}")
+    assert json.loads((tmp_path / "status.json").read_text())["status"] == "completed"
+    assert [r["step"] for r in read_rows(tmp_path / "metrics.csv") if "train/loss" in r] == [3]
+
+
 @pytest.mark.slow
 def test_a_detection_run_is_a_run_and_resumes_exactly_after_kill_9(voc_root, tmp_path):
     """Its status.json and metrics.csv (the four losses, the lr, VOC 2007's mAP and per-class APs), and a run killed

@@ -60,6 +60,7 @@ class DetectorModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> None:
         images, targets = batch
+        slot = self.global_step % len(self.losses)  # iteration k at (k - 1) % length: optimizer.step() counts it
         parts = self.net(images, targets)
         loss = sum(parts[name] for name in LOSSES)
         optimizer = self.optimizers()
@@ -67,7 +68,7 @@ class DetectorModule(L.LightningModule):
         self.manual_backward(loss)
         optimizer.step()
         self.train_sums.add_(torch.stack([*(parts[name].detach() for name in LOSSES), loss.new_ones(())]))
-        self.losses[self.global_step % len(self.losses)] = loss.detach()  # iteration k at (k - 1) % length
+        self.losses[slot] = loss.detach()
 
     def _row_due(self) -> None:
         sums = self.trainer.strategy.reduce(self.train_sums, reduce_op="sum")  # every process's iterations
