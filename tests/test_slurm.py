@@ -13,10 +13,13 @@ import subprocess
 import pytest
 import torch
 from helpers.ddp_reference import assert_matches
+from helpers.detection import TINY, map50
 from helpers.slurm_cluster import SLURM, array_tasks, cluster_answers, job_log, start_requeued, states, wait_for
 from helpers.train import FAST, ROOT, run_train, train_cmd
+from helpers.wandb_records import summarize
 from omegaconf import OmegaConf
 
+from deepres.detection.generated import write_voc
 from deepres.runs.metrics_csv import read_rows
 
 pytestmark = [pytest.mark.slurm,
@@ -140,6 +143,29 @@ def test_ddp_job_runs_one_process_per_slurm_task(cifar10_root, tmp_path):
     assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in job_log(tmp_path, job)
     (run,) = _job_dirs(tmp_path).values()
     assert_matches(run, 2, *overrides)
+
+
+def test_a_detection_job_trains_over_ddp_and_logs_to_wandb_what_one_process_scores(tmp_path):
+    """Faster R-CNN is a run on SLURM like a classifier: trainer=ddp over the job's two tasks, W&B offline beside
+    metrics.csv, and the VOC 2007 mAP the two ranks gather (each scores half the test images) is the mAP one process
+    scores from the run's final.ckpt."""
+    voc = write_voc(tmp_path / "voc", images=10, classes=1)
+    overrides = [*(o for o in TINY if o != "logger=none"), "trainer.max_steps=4", "trainer.val_check_interval=4",
+                 "model.min_size=192", "model.max_size=256", f"data.root={voc}"]
+    run_train("-m", "trainer=ddp", "trainer.devices=2", *overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}", *SLURM,
+              "hydra.launcher.mem_gb=2", timeout=600)
+    (job,) = array_tasks(tmp_path / "sweep")
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in job_log(tmp_path / "sweep", job)
+    (run,) = _job_dirs(tmp_path / "sweep").values()
+    assert json.loads((run / "status.json").read_text())["status"] == "completed"
+    rows = read_rows(run / "metrics.csv")
+    assert [r["step"] for r in rows if "train/loss" in r] == [2, 4] and rows[-1]["step"] == 4
+    (wandb_file,) = run.rglob("run-*.wandb")
+    logged = {h["_step"]: h for h in summarize(wandb_file)["history"] if "test/mAP50" in h}
+    assert logged[4]["test/mAP50"] == pytest.approx(rows[-1]["test/mAP50"], rel=1e-6)
+    # one image a batch, as each rank had: a batch pads its images to its largest, which moves the features at edges
+    alone = map50(*overrides, "data.eval_batch_size=1", checkpoint=run / "checkpoints" / "final.ckpt")
+    assert rows[-1]["test/mAP50"] == pytest.approx(alone, abs=1e-4) and alone > 0, alone
 
 
 def test_a_pack_is_a_task_of_the_sweeps_array_job_and_resumes_when_requeued(cifar10_root, tmp_path, monkeypatch):
