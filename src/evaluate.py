@@ -10,8 +10,9 @@ convolutional over 5 scales). Each run's final.ckpt (last.ckpt for an unfinished
 config and the overrides (e.g. data.root=..., data.num_workers=...); one line per run is printed and
 RUN_DIR/eval_<mode>.json written. With eval.ensemble=true, two or more ImageNet runs are one ensemble (Table 5):
 every net over the same views, the softmax averaged over the views and the nets, written to
-ENSEMBLE_DIR/ensemble_<mode>.json (default: the deepest directory holding the runs). More in
-src/deepres/evaluate.py and the README.
+ENSEMBLE_DIR/ensemble_<mode>.json (default: the deepest directory holding the runs). A detection run is scored by
+its task as its training scored it (VOC 2007's or COCO's mAP; data.test_set=12test writes the server's files), into
+RUN_DIR/eval_<test set>.json. More in src/deepres/evaluate.py and the README.
 """
 import sys
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from helpers.detection import TINY, map50
-from helpers.train import ROOT, run_train
+from helpers.train import ROOT, run_entry, run_train
 from test_resume import assert_kill_9_and_resume_is_exact
 
 from deepres.detection.generated import write_voc
@@ -89,6 +89,32 @@ def test_a_detection_run_is_a_run_and_resumes_exactly_after_kill_9(voc_root, tmp
     assert last["train/loss"] == pytest.approx(sum(parts)) and last["lr"] == pytest.approx(0.0001)  # from 6 of 8
     assert_kill_9_and_resume_is_exact(args, tmp_path / "whole", tmp_path / "killed")
 
+
+
+def test_src_evaluate_scores_a_detection_run_as_its_training_did_and_writes_server_files(tmp_path):
+    """src/evaluate.py RUN_DIR on a detection run: the task's own evaluation of final.ckpt, its last test row again
+    (a one-class set at 192-256 px, where even four iterations score above 0); with data.test_set=12test, the
+    detections for VOC's server under the run; a net that does not fit the checkpoint refused in one paragraph."""
+    voc = write_voc(tmp_path / "voc", images=10, classes=1)
+    run = tmp_path / "run"
+    run_train(*TINY, "model.min_size=192", "model.max_size=256", "trainer.max_steps=4",
+              "trainer.val_check_interval=4", f"data.root={voc}", f"hydra.run.dir={run}")
+    last = read_rows(run / "metrics.csv")[-1]
+    proc = run_entry("evaluate.py", run)
+    assert proc.returncode == 0 and f"{run}: 07test mAP50 " in proc.stdout, proc.stderr
+    result = json.loads((run / "eval_07test.json").read_text())
+    assert result["step"] == 4 and result["checkpoint"].endswith("final.ckpt") and last["test/mAP50"] > 0
+    assert {k: v for k, v in result.items() if k.startswith("test/")} == pytest.approx(
+        {k: v for k, v in last.items() if k.startswith("test/")}, abs=1e-4, nan_ok=True)  # NaN: a class not in the set
+
+    assert run_entry("evaluate.py", run, "data.test_set=12test").returncode == 0
+    files = sorted((run / "voc2012_test" / "results" / "VOC2012" / "Main").iterdir())
+    assert len(files) == 20 and sum(len(f.read_text().splitlines()) for f in files) > 0
+    assert json.loads((run / "eval_12test.json").read_text())["test/detections"] > 0
+
+    proc = run_entry("evaluate.py", run, "model.depth=34")
+    assert proc.returncode == 2 and "final.ckpt does not fit the net" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 # A short run from random weights, tuned on this set (mAP50 at 160 iterations, seeds 0-3: 35.4, 46.0, 25.4, 25.7;

@@ -6,7 +6,8 @@ An argument that is a directory, or has a / before its first =, is a run (sweep 
 any other key=value is an override. Each run's composed config (.hydra/config.yaml) is read, the overrides applied,
 and its final.ckpt (or, for an unfinished run, last.ckpt) evaluated. One line per run is printed, and
 <run>/eval_<mode>.json written: test/error, test/top5_error, test/loss (as in metrics.csv), the checkpoint, its
-iteration, the images evaluated. A CIFAR run has one view of its 32x32 test images: eval.mode=center.
+iteration, the images evaluated. A CIFAR run has one view of its 32x32 test images: eval.mode=center. A run of
+another task (detection) is scored by the task itself (task_evaluation.py), into <run>/eval_<data.test_set>.json.
 
 Public weights become a run first: with model.weights=PATH, a RUN_DIR that is not a run yet is made the run of
 those weights (conf/ composed with the overrides, as train.py composes it; the net in this project's layout as its
@@ -43,6 +44,7 @@ from deepres.models import construct, initialised
 from deepres.runs.atomic import atomic_write_text
 from deepres.runs.run_dir import FINAL, LAST, RunDir
 from deepres.safe_files import read_checkpoint
+from deepres.task_evaluation import evaluate_with_task, is_classification
 from deepres.training.bookkeeping import Bookkeeping
 from deepres.training.module import Classifier
 from deepres.training.quiet import quiet_lightning
@@ -62,7 +64,7 @@ def _config(run: Path, overrides: list[str]):
         raise UserError(f"{run} is not a run directory of src/train.py: it has no .hydra/config.yaml. {USAGE}")
     register_resolvers()  # the saved config keeps its interpolations (${if_cuda:...}): resolved on this machine
     cfg = OmegaConf.load(path)
-    cifar = "eval" not in cfg  # CIFAR configs have no test protocols to choose
+    cifar = "eval" not in cfg and is_classification(cfg)  # CIFAR configs have no test protocols to choose
     if cifar:
         cfg.eval = {"mode": "center"}
     OmegaConf.set_struct(cfg, True)
@@ -136,6 +138,10 @@ def evaluate(run: str | Path, overrides: list[str]) -> dict:
     """Evaluate one run's checkpoint; returns (and writes to <run>/eval_<mode>.json) the result."""
     run = Path(run)
     cfg, checkpoint = _config(run, overrides), _checkpoint(run)
+    if not is_classification(cfg):
+        result = evaluate_with_task(run, cfg, checkpoint)
+        atomic_write_text(run / f"eval_{result['test_set']}.json", json.dumps(result, indent=1) + "\n")
+        return result
     datamodule = instantiate(cfg.data)
     net, step = _trained(run, cfg, datamodule.num_classes, checkpoint)
     metrics = _validate(net, datamodule, cfg.trainer)
@@ -192,6 +198,15 @@ def _ensemble(runs: list[str], overrides: list[str], directory: str | None) -> N
           f"{r['test/error']:.2f}%, top-5 error {r['test/top5_error']:.2f}% ({r['images']} images)")
 
 
+def _line(run: str, r: dict) -> str:
+    if "mode" in r:
+        return (f"{run}: {r['mode']} top-1 error {r['test/error']:.2f}%, top-5 error {r['test/top5_error']:.2f}% "
+                f"({r['images']} images, iteration {r['step']})")
+    shown = ", ".join(f"{k.removeprefix('test/')} {v:g}" for k, v in r.items() if k.startswith("test/")
+                      and k.count("/") == 1)  # not the per-class APs
+    return f"{run}: {r['test_set']} {shown} (iteration {r['step']}; all in eval_{r['test_set']}.json)"
+
+
 def main(argv: list[str]) -> None:
     quiet_lightning()
     overrides = [a for a in argv if OVERRIDE.match(a) and not Path(a).is_dir()]
@@ -214,9 +229,7 @@ def main(argv: list[str]) -> None:
             _ensemble(runs, overrides, settings.ensemble_dir)
             return
         for run in runs:
-            r = evaluate(run, overrides)
-            print(f"{run}: {r['mode']} top-1 error {r['test/error']:.2f}%, top-5 error {r['test/top5_error']:.2f}% "
-                  f"({r['images']} images, iteration {r['step']})")
+            print(_line(run, evaluate(run, overrides)))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
