@@ -47,8 +47,8 @@ def check_members(runs: Sequence[Path], cfgs: Sequence[DictConfig]) -> None:
     for run, cfg in zip(runs, cfgs):
         if cfg.data.name != "imagenet":
             raise UserError(f"{run} is a {cfg.data.name} run: eval.ensemble averages ImageNet nets over the views of "
-                            "the paper's test protocols (Table 5). Evaluate CIFAR runs one by one (src/evaluate.py "
-                            "RUN), without eval.ensemble.")
+                            f"the paper's test protocols (Table 5). Evaluate a {cfg.data.name} run on its own "
+                            "(src/evaluate.py RUN), without eval.ensemble.")
     paths = [run.resolve() for run in runs]
     twice = sorted({str(run) for run, path in zip(runs, paths) if paths.count(path) > 1})
     if twice:
