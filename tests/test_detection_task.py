@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.config import compose_config
 from helpers.detection import TINY, map50
 from helpers.train import ROOT, run_entry, run_train
 from test_resume import assert_kill_9_and_resume_is_exact
 
+from deepres.detection import voc
 from deepres.detection.generated import write_voc
+from deepres.detection.task import Detection
 from deepres.runs.metrics_csv import read_rows
 
 CORE = ["src/train.py", "src/deepres/*.py", "src/deepres/training/*.py", "src/deepres/runs/*.py",
@@ -42,6 +45,20 @@ def voc_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("voc")
     write_voc(root, images=10)
     return root
+
+
+def test_the_checked_annotations_are_the_runs_read_once(voc_root, monkeypatch):
+    """The check before a run reads every annotation (naming a bad file before anything exists); the run's
+    DataModule is the one checked, so COCO's large train JSON is not parsed twice. Another config gets its own."""
+    reads = []
+    monkeypatch.setattr(voc, "read_sets", lambda *args, read=voc.read_sets: reads.append(args[1]) or read(*args))
+    cfg, task = compose_config(*TINY, f"data.root={voc_root}"), Detection()
+    task.check([cfg])
+    datamodule = task.datamodule([cfg])
+    datamodule.setup("fit")
+    assert reads == [["07+12"], ["07test"]] and len(datamodule.train_dataloader().dataset.images) > 0
+    other = compose_config(*TINY, f"data.root={voc_root}", "data.test_set=12test")
+    assert task.datamodule([other]) is not datamodule
 
 
 @pytest.mark.parametrize("bad, says", [

@@ -51,6 +51,9 @@ def _check_model(model: DictConfig) -> None:
 
 
 class Detection:
+    def __init__(self):
+        self._checked: tuple[DictConfig, DetectionDataModule] | None = None  # the config checked, its files read
+
     def check(self, cfgs: Sequence[DictConfig]) -> None:
         if len(cfgs) > 1:
             raise UserError(f"the runs {[cfg.name for cfg in cfgs]} cannot share a network: a detector trains alone "
@@ -61,9 +64,14 @@ class Detection:
                             "experiment=voc_faster_rcnn or coco_faster_rcnn sets task, model and data together.")
         _check_model(cfg.model)
         validate_run(cfg)
-        _built(cfg.data).check_files()
+        datamodule = _built(cfg.data)
+        datamodule.check_files()
+        self._checked = cfg, datamodule
 
     def datamodule(self, cfgs: Sequence[DictConfig]) -> DetectionDataModule:
+        """The checked config's DataModule, its annotations read once (COCO's train JSON takes a while)."""
+        if self._checked is not None and self._checked[0] is cfgs[0]:
+            return self._checked[1]
         return _built(cfgs[0].data)
 
     def module(self, cfgs: Sequence[DictConfig], datamodule: DetectionDataModule,
