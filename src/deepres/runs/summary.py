@@ -20,6 +20,7 @@ COLUMNS = ["job", "name", "overrides", "status", "steps", "train/error", "test/e
            "reason"]
 CONSOLE_COLUMNS = ["name", "overrides", "train/error", "test/error", "steps", "wall_time_s", "status"]
 MAPS = ["test/mAP50", "test/mAP"]  # a detector's results: columns after the errors when a job has them
+ERRORS = ["train/error", "test/error", "val/error"]
 
 
 def collect(sweep_dir: str | Path) -> list[dict]:
@@ -42,6 +43,15 @@ def with_maps(rows: list[dict], columns: list[str]) -> list[str]:
     return columns[:at] + maps + columns[at:]
 
 
+def shown(rows: list[dict], columns: list[str]) -> list[str]:
+    """The columns of the tables read by people (summary.md, the console): a sweep of detectors only (an mAP, no
+    error) without the error columns, which summary.csv keeps so that its header is the same for every sweep."""
+    columns = with_maps(rows, columns)
+    if any(r[c] != "" for r in rows for c in MAPS) and not any(r[c] != "" for r in rows for c in ERRORS):
+        return [c for c in columns if c not in ERRORS]
+    return columns
+
+
 def _cell(value) -> str:
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
@@ -54,7 +64,7 @@ def write_summary(sweep_dir: str | Path) -> list[dict]:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(Path(sweep_dir) / "summary.csv", out.getvalue())
-    atomic_write_text(Path(sweep_dir) / "summary.md", table(rows, columns))
+    atomic_write_text(Path(sweep_dir) / "summary.md", table(rows, shown(rows, COLUMNS)))
     return rows
 
 
@@ -81,7 +91,7 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         rows = write_summary(sweep_dir)
         failed = [r for r in rows if r["status"] != "completed"]
-        print(table(rows, with_maps(rows, CONSOLE_COLUMNS)), end="")
+        print(table(rows, shown(rows, CONSOLE_COLUMNS)), end="")
         log.info(f"sweep summary: {sweep_dir / 'summary.md'} ({len(rows) - len(failed)} of {len(rows)} completed)")
         if failed:
             for r in failed:
