@@ -11,14 +11,13 @@ from omegaconf import DictConfig
 from deepres.errors import UserError
 from deepres.safe_files import read_checkpoint
 from deepres.training.bookkeeping import Bookkeeping
+from deepres.training.classification import Classification
 from deepres.training.task import task_of
-
-CLASSIFICATION = "deepres.training.classification.Classification"
 
 
 def is_classification(cfg: DictConfig) -> bool:
     """Runs recorded before tasks were configurable are classification runs."""
-    return "task" not in cfg or cfg.task._target_ == CLASSIFICATION
+    return "task" not in cfg or isinstance(task_of(cfg), Classification)
 
 
 class RecordedRows:
