@@ -97,7 +97,7 @@ def write_voc(root: str | Path, images: int = 10, seed: int = 0, sizes: Sequence
         folder = root / year
         for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
-        # each run of 20 objects holds every class once
+        # each run of `classes` objects holds every class once
         drawn = np.concatenate([rng.permutation(classes) for _ in range(4 * images // 5 * 20 // classes + 1)])
         ids, made, plain = [], 0, set()  # plain: the classes with an object that is not difficult
         for _ in range(max(1, round(share * images))):

@@ -45,7 +45,7 @@ def with_maps(rows: list[dict], columns: list[str]) -> list[str]:
 
 def shown(rows: list[dict], columns: list[str]) -> list[str]:
     """The columns of the tables read by people (summary.md, the console): a sweep of detectors only (an mAP, no
-    error) without the error columns, which summary.csv keeps so that its header is the same for every sweep."""
+    error) without the error columns, which summary.csv keeps (its header only ever gains the mAPs)."""
     columns = with_maps(rows, columns)
     if any(r[c] != "" for r in rows for c in MAPS) and not any(r[c] != "" for r in rows for c in ERRORS):
         return [c for c in columns if c not in ERRORS]
